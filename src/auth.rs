@@ -1,0 +1,133 @@
+//! Password hashing with argon2id (OWASP's parameters: 19 MiB, 2 passes, 1 lane), run on
+//! tokio's blocking pool behind a semaphore, so hashing never stalls the chat and its memory
+//! stays at most `permits x 19 MiB`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::protocol::MIN_PASSWORD_CHARS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Every hashing slot stayed busy for the whole wait.
+    #[error("too many logins in progress")]
+    Busy,
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// The hasher every account uses. Verification reads the parameters from each PHC string, so
+/// raising these later keeps old hashes working.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("OWASP argon2id parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes on the calling thread; for `chat-admin` and for the async wrapper below.
+pub fn hash_password_blocking(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+fn verify_blocking(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc)
+        .is_ok_and(|hash| argon2().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// The reason a new password is refused, or `None` when it is acceptable.
+pub fn password_problem(password: &str) -> Option<String> {
+    (password.chars().count() < MIN_PASSWORD_CHARS)
+        .then(|| format!("A password needs at least {MIN_PASSWORD_CHARS} characters"))
+}
+
+/// A cheap `Clone` handle to the bounded hashing service.
+#[derive(Clone)]
+pub struct Passwords {
+    permits: Arc<Semaphore>,
+    /// Verified against when the nickname does not exist, so a login for an unknown nickname
+    /// costs the same as one with a wrong password.
+    dummy_hash: Arc<str>,
+    /// How long a request waits for a hashing slot before the answer is `server-busy`.
+    max_wait: Duration,
+}
+
+impl Passwords {
+    pub fn new(max_in_flight: usize, max_wait: Duration) -> Result<Self, AuthError> {
+        let dummy = hash_password_blocking("no account has this password, it only burns time")?;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            dummy_hash: dummy.into(),
+            max_wait,
+        })
+    }
+
+    /// Hashes a new password off the async runtime.
+    pub async fn hash(&self, password: String) -> Result<String, AuthError> {
+        self.run(move || hash_password_blocking(&password)).await?
+    }
+
+    /// Checks `password` against `stored`, or against the dummy hash when there is no account;
+    /// the result is then always false, but only after the same amount of work.
+    pub async fn verify(
+        &self,
+        stored: Option<String>,
+        password: String,
+    ) -> Result<bool, AuthError> {
+        let exists = stored.is_some();
+        let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let matches = self.run(move || verify_blocking(&phc, &password)).await?;
+        Ok(exists && matches)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| AuthError::Busy)?
+            .map_err(|_| AuthError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_and_verify() {
+        let passwords = Passwords::new(2, Duration::from_secs(5)).unwrap();
+        let phc = passwords.hash("correct horse".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(passwords
+            .verify(Some(phc.clone()), "correct horse".into())
+            .await
+            .unwrap());
+        assert!(!passwords
+            .verify(Some(phc), "wrong horse".into())
+            .await
+            .unwrap());
+        assert!(!passwords.verify(None, "anything".into()).await.unwrap());
+    }
+
+    #[test]
+    fn short_passwords_are_refused() {
+        assert!(password_problem("1234567").is_some());
+        assert!(password_problem("12345678").is_none());
+        assert!(password_problem("ééééééé").is_some());
+    }
+}

@@ -1,0 +1,183 @@
+//! `chat-server`: parses flags, sets up logging, finds or generates the certificate, opens
+//! the database, binds, and hands over to `tlschat::server::run`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use tlschat::net::{certs, tls};
+use tlschat::store::Store;
+use tlschat::Config;
+
+/// A TLS chat server with password-checked nicknames.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address and port to listen on (TLS only; there is no plaintext listener).
+    #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:7777")]
+    listen: String,
+    /// SQLite database file; created with its tables on first start.
+    #[arg(long, env = "CHAT_DB", default_value = "chat.db")]
+    db: PathBuf,
+    /// Certificate chain (PEM). Default: certs/server.pem, generated if missing.
+    #[arg(long, env = "CHAT_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of the certificate. Default: certs/server-key.pem.
+    #[arg(long, env = "CHAT_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Folder of the development CA and server certificate.
+    #[arg(long, env = "CHAT_CERTS_DIR", default_value = "certs")]
+    certs_dir: PathBuf,
+    /// Extra name for a generated development certificate (repeatable; comma-separated in
+    /// the environment variable).
+    #[arg(long = "hostname", env = "CHAT_HOSTNAME", value_delimiter = ',')]
+    hostnames: Vec<String>,
+    /// Seconds a connection has to log in.
+    #[arg(long, env = "CHAT_LOGIN_TIMEOUT", default_value_t = 30)]
+    login_timeout: u64,
+    /// Longest accepted line, in bytes.
+    #[arg(long, env = "CHAT_MAX_LINE", default_value_t = tlschat::protocol::DEFAULT_MAX_LINE)]
+    max_line: usize,
+    /// Seconds sessions get to receive their last lines on shutdown.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value_t = 10)]
+    shutdown_grace: u64,
+    /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
+    #[arg(long, env = "CHAT_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match EnvFilter::try_new(&args.log) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("chat-server: bad --log filter {:?}: {error}", args.log);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let (cert, key) = certificate_paths(&args)?;
+    let tls_config = tls::server_config(&cert, &key)?;
+    let leaf = tls::load_certs(&cert)?;
+    let fingerprint = tls::fingerprint_sha256(&leaf[0]);
+
+    let store = Store::open(&args.db)
+        .await
+        .with_context(|| format!("cannot open database {}", args.db.display()))?;
+    let sqlite_version = store.sqlite_version().await?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+
+    tracing::info!(
+        "tlschat {} with SQLite {sqlite_version}, database {}",
+        env!("CARGO_PKG_VERSION"),
+        args.db.display()
+    );
+    tracing::info!("certificate {} (SHA-256 {fingerprint})", cert.display());
+    let ca = certs::CertPaths::in_dir(&args.certs_dir).ca_cert;
+    if args.cert.is_none() && ca.exists() {
+        let port = local.port();
+        let ca = ca.display();
+        tracing::info!("connect with: chat localhost:{port} --ca {ca}");
+        tracing::info!(
+            "or: openssl s_client -quiet -crlf -verify_return_error -CAfile {ca} -verify_hostname localhost -connect localhost:{port}"
+        );
+    }
+    tracing::info!("listening on {local}");
+
+    let config = Config {
+        login_timeout: Duration::from_secs(args.login_timeout),
+        max_line: args.max_line,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        ..Config::default()
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tlschat::server::run(listener, tls_config, store, config, shutdown).await?;
+    Ok(())
+}
+
+/// The flags' certificate, else the one in the certificate folder, else a new development
+/// certificate signed by the folder's development CA.
+fn certificate_paths(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        return Ok((cert.clone(), key.clone()));
+    }
+    let paths = certs::CertPaths::in_dir(&args.certs_dir);
+    match (paths.server_cert.exists(), paths.server_key.exists()) {
+        (true, true) => return Ok((paths.server_cert, paths.server_key)),
+        (true, false) | (false, true) => bail!(
+            "only one of {} and {} exists; remove it or run chat-admin gen-cert",
+            paths.server_cert.display(),
+            paths.server_key.display()
+        ),
+        (false, false) => {}
+    }
+    let generated = certs::generate(&args.certs_dir, &args.hostnames)?;
+    log_generated(&generated);
+    Ok((generated.paths.server_cert, generated.paths.server_key))
+}
+
+fn log_generated(generated: &certs::Generated) {
+    let show = |p: &Path| p.display().to_string();
+    if generated.new_ca {
+        tracing::info!(
+            "generated a development CA: {} (key {}, mode 0600)",
+            show(&generated.paths.ca_cert),
+            show(&generated.paths.ca_key)
+        );
+    }
+    tracing::info!(
+        "generated a development server certificate for {}: {} (key {}, mode 0600)",
+        generated.names.join(", "),
+        show(&generated.paths.server_cert),
+        show(&generated.paths.server_key)
+    );
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received");
+    shutdown.cancel();
+}

@@ -1,0 +1,50 @@
+//! Server settings that are not about where to listen or which files to use.
+
+use std::time::Duration;
+
+use crate::protocol::{DEFAULT_MAX_LINE, REPLAY_PER_ROOM};
+
+/// Limits and timeouts of a running server. `Default` is what `chat-server` uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Longest client line in bytes, without its line ending.
+    pub max_line: usize,
+    /// A TLS handshake that takes longer is dropped.
+    pub handshake_timeout: Duration,
+    /// A connection that has not logged in by then gets `BYE login-timeout`.
+    pub login_timeout: Duration,
+    /// A write to a peer that takes longer (it stopped reading) ends its session.
+    pub write_timeout: Duration,
+    /// Outgoing lines queued for one connection before it is dropped with `BYE too-slow`.
+    pub outbox_max_lines: usize,
+    /// Outgoing bytes queued for one connection before it is dropped with `BYE too-slow`.
+    pub outbox_max_bytes: usize,
+    /// Concurrent connections, logged in or not.
+    pub max_connections: usize,
+    /// Password hashes computed at once (each takes 19 MiB and one core for tens of ms).
+    pub hash_concurrency: usize,
+    /// How long a login waits for a hashing slot before `ERR server-busy`.
+    pub hash_wait: Duration,
+    /// Stored messages replayed per room on login and `/join`.
+    pub replay_per_room: u32,
+    /// On shutdown, how long sessions get to receive their last lines.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_line: DEFAULT_MAX_LINE,
+            handshake_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            outbox_max_lines: 1024,
+            outbox_max_bytes: 256 * 1024,
+            max_connections: 10_000,
+            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_wait: Duration::from_secs(5),
+            replay_per_room: REPLAY_PER_ROOM,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

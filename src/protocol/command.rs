@@ -1,0 +1,328 @@
+use super::names::{Nick, RoomName};
+use super::server_line::ErrorCode;
+use super::text::{has_forbidden_control, is_blank};
+use super::{HISTORY_DEFAULT, HISTORY_MAX};
+
+/// One line from a logged-in client, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A message: plain text goes to the current room (`room: None`), `/say` names one.
+    Say {
+        room: Option<RoomName>,
+        text: String,
+    },
+    Join(RoomName),
+    Part(Option<RoomName>),
+    Msg {
+        to: Nick,
+        text: String,
+    },
+    Rooms,
+    Who(Option<RoomName>),
+    History {
+        room: Option<RoomName>,
+        query: HistoryQuery,
+    },
+    Passwd {
+        old: String,
+        new: String,
+    },
+    Help,
+    Quit,
+}
+
+/// Which stored messages a `/history` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The last `n`, oldest first.
+    Last(u32),
+    /// Up to `limit` with an id greater than `id`, oldest first.
+    After { id: i64, limit: u32 },
+}
+
+/// A request the server refuses; it becomes one `ERR` line and the session goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {text}")]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub text: String,
+}
+
+impl CommandError {
+    pub fn new(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+        }
+    }
+
+    fn usage(usage: &str) -> Self {
+        Self::new(ErrorCode::BadArgs, format!("Usage: {usage}"))
+    }
+}
+
+/// Parses one decoded line. `Ok(None)` is a blank line, which the protocol ignores.
+pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
+    if is_blank(line) {
+        return Ok(None);
+    }
+    if has_forbidden_control(line) {
+        return Err(CommandError::new(
+            ErrorCode::BadText,
+            "Control characters are not allowed",
+        ));
+    }
+    let Some(after_slash) = line.strip_prefix('/') else {
+        return Ok(Some(say(None, line)));
+    };
+    if after_slash.starts_with('/') {
+        return Ok(Some(say(None, after_slash)));
+    }
+    let (name, rest) = split_word(after_slash);
+    let command = match name.to_ascii_lowercase().as_str() {
+        "join" => Command::Join(room_arg(single(rest, "/join #room")?)?),
+        "part" => Command::Part(optional_room(rest, "/part [#room]")?),
+        "say" => {
+            let (room, text) = split_word(rest);
+            if room.is_empty() || is_blank(text) {
+                return Err(CommandError::usage("/say #room text"));
+            }
+            say(Some(room_arg(room)?), text)
+        }
+        "msg" => {
+            let (nick, text) = split_word(rest);
+            if nick.is_empty() || is_blank(text) {
+                return Err(CommandError::usage("/msg nick text"));
+            }
+            let to = Nick::parse(nick)
+                .map_err(|e| CommandError::new(ErrorCode::BadName, e.to_string()))?;
+            Command::Msg {
+                to,
+                text: text.trim_end().to_owned(),
+            }
+        }
+        "rooms" => no_args(rest, "/rooms", Command::Rooms)?,
+        "who" => Command::Who(optional_room(rest, "/who [#room]")?),
+        "history" => parse_history(rest)?,
+        "passwd" => {
+            let (old, new) = split_word(rest);
+            if old.is_empty() || new.is_empty() {
+                return Err(CommandError::usage("/passwd old new"));
+            }
+            Command::Passwd {
+                old: old.to_owned(),
+                new: new.to_owned(),
+            }
+        }
+        "help" => Command::Help,
+        "quit" => Command::Quit,
+        _ => {
+            return Err(CommandError::new(
+                ErrorCode::UnknownCommand,
+                format!("Unknown command /{name}; type /help for the list"),
+            ))
+        }
+    };
+    Ok(Some(command))
+}
+
+fn say(room: Option<RoomName>, text: &str) -> Command {
+    Command::Say {
+        room,
+        text: text.trim_end().to_owned(),
+    }
+}
+
+/// Splits off the first space-separated word; the rest keeps its inner spacing.
+fn split_word(input: &str) -> (&str, &str) {
+    let input = input.trim_start_matches(' ');
+    match input.split_once(' ') {
+        Some((word, rest)) => (word, rest.trim_start_matches(' ')),
+        None => (input, ""),
+    }
+}
+
+fn words(input: &str) -> Vec<&str> {
+    input.split_whitespace().collect()
+}
+
+fn single<'a>(rest: &'a str, usage: &str) -> Result<&'a str, CommandError> {
+    match words(rest).as_slice() {
+        [one] => Ok(one),
+        _ => Err(CommandError::usage(usage)),
+    }
+}
+
+fn no_args(rest: &str, usage: &str, command: Command) -> Result<Command, CommandError> {
+    if words(rest).is_empty() {
+        Ok(command)
+    } else {
+        Err(CommandError::usage(usage))
+    }
+}
+
+fn optional_room(rest: &str, usage: &str) -> Result<Option<RoomName>, CommandError> {
+    match words(rest).as_slice() {
+        [] => Ok(None),
+        [room] => room_arg(room).map(Some),
+        _ => Err(CommandError::usage(usage)),
+    }
+}
+
+fn room_arg(word: &str) -> Result<RoomName, CommandError> {
+    RoomName::parse(word).map_err(|e| CommandError::new(ErrorCode::BadName, e.to_string()))
+}
+
+const HISTORY_USAGE: &str =
+    "/history [#room] [n]  or  /history [#room] after ID [n]  (n at most 500)";
+
+fn parse_history(rest: &str) -> Result<Command, CommandError> {
+    let mut args = words(rest);
+    let room = match args.first() {
+        Some(first) if first.starts_with('#') => {
+            let room = room_arg(first)?;
+            args.remove(0);
+            Some(room)
+        }
+        _ => None,
+    };
+    let query = match args.as_slice() {
+        [] => HistoryQuery::Last(HISTORY_DEFAULT),
+        [n] => HistoryQuery::Last(count(n)?),
+        ["after", id] => HistoryQuery::After {
+            id: message_id(id)?,
+            limit: HISTORY_MAX,
+        },
+        ["after", id, n] => HistoryQuery::After {
+            id: message_id(id)?,
+            limit: count(n)?,
+        },
+        _ => return Err(CommandError::usage(HISTORY_USAGE)),
+    };
+    Ok(Command::History { room, query })
+}
+
+fn count(word: &str) -> Result<u32, CommandError> {
+    match word.parse::<u32>() {
+        Ok(n) if (1..=HISTORY_MAX).contains(&n) => Ok(n),
+        _ => Err(CommandError::usage(HISTORY_USAGE)),
+    }
+}
+
+fn message_id(word: &str) -> Result<i64, CommandError> {
+    match word.parse::<i64>() {
+        Ok(id) if id >= 0 => Ok(id),
+        _ => Err(CommandError::usage(HISTORY_USAGE)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Command {
+        parse_command(line).unwrap().unwrap()
+    }
+
+    fn code(line: &str) -> ErrorCode {
+        parse_command(line).unwrap_err().code
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn plain_text_and_escapes() {
+        assert_eq!(parse("hello  world  "), say(None, "hello  world"));
+        assert_eq!(parse("//etc/passwd"), say(None, "/etc/passwd"));
+        assert_eq!(parse("  indented"), say(None, "  indented"));
+        assert_eq!(parse_command("   ").unwrap(), None);
+        assert_eq!(parse_command("").unwrap(), None);
+    }
+
+    #[test]
+    fn room_commands() {
+        assert_eq!(parse("/join #Ops"), Command::Join(room("#ops")));
+        assert_eq!(parse("/JOIN #ops"), Command::Join(room("#ops")));
+        assert_eq!(parse("/part"), Command::Part(None));
+        assert_eq!(parse("/part #ops"), Command::Part(Some(room("#ops"))));
+        assert_eq!(
+            parse("/say #ops hi there"),
+            say(Some(room("#ops")), "hi there")
+        );
+        assert_eq!(parse("/rooms"), Command::Rooms);
+        assert_eq!(parse("/who"), Command::Who(None));
+        assert_eq!(parse("/who #a"), Command::Who(Some(room("#a"))));
+        assert_eq!(code("/join"), ErrorCode::BadArgs);
+        assert_eq!(code("/join #a #b"), ErrorCode::BadArgs);
+        assert_eq!(code("/join ops"), ErrorCode::BadName);
+        assert_eq!(code("/say #ops"), ErrorCode::BadArgs);
+        assert_eq!(code("/say"), ErrorCode::BadArgs);
+        assert_eq!(code("/rooms x"), ErrorCode::BadArgs);
+    }
+
+    #[test]
+    fn private_messages() {
+        assert_eq!(
+            parse("/msg Bob  hi  bob "),
+            Command::Msg {
+                to: Nick::parse("Bob").unwrap(),
+                text: "hi  bob".into()
+            }
+        );
+        assert_eq!(code("/msg bob"), ErrorCode::BadArgs);
+        assert_eq!(code("/msg 9bob hi"), ErrorCode::BadName);
+    }
+
+    #[test]
+    fn history_forms() {
+        let h = |room: Option<&str>, query| Command::History {
+            room: room.map(|r| RoomName::parse(r).unwrap()),
+            query,
+        };
+        assert_eq!(parse("/history"), h(None, HistoryQuery::Last(50)));
+        assert_eq!(parse("/history 7"), h(None, HistoryQuery::Last(7)));
+        assert_eq!(parse("/history #a"), h(Some("#a"), HistoryQuery::Last(50)));
+        assert_eq!(
+            parse("/history #a 500"),
+            h(Some("#a"), HistoryQuery::Last(500))
+        );
+        assert_eq!(
+            parse("/history #a after 12"),
+            h(Some("#a"), HistoryQuery::After { id: 12, limit: 500 })
+        );
+        assert_eq!(
+            parse("/history #a after 12 3"),
+            h(Some("#a"), HistoryQuery::After { id: 12, limit: 3 })
+        );
+        for bad in [
+            "/history 0",
+            "/history 501",
+            "/history x",
+            "/history #a after",
+            "/history #a after -1",
+            "/history #a 1 2",
+        ] {
+            assert_eq!(code(bad), ErrorCode::BadArgs, "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_commands_and_errors() {
+        assert_eq!(
+            parse("/passwd old new pass phrase"),
+            Command::Passwd {
+                old: "old".into(),
+                new: "new pass phrase".into()
+            }
+        );
+        assert_eq!(code("/passwd old"), ErrorCode::BadArgs);
+        assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/quit going home"), Command::Quit);
+        assert_eq!(code("/frobnicate"), ErrorCode::UnknownCommand);
+        assert_eq!(code("/"), ErrorCode::UnknownCommand);
+        assert_eq!(code("hi \u{1b}[2J"), ErrorCode::BadText);
+        assert_eq!(code("/say #a x\u{7}"), ErrorCode::BadText);
+    }
+}

@@ -1,0 +1,830 @@
+//! The hub: the single owner of who is online, which rooms they are in, and each session's
+//! current room. Sessions send it requests over a bounded channel; it stores messages in
+//! batches (one transaction each), and only after the commit formats every line once and
+//! pushes it into the recipients' outboxes, in id order. Being the only task that assigns
+//! ids and fans out is what keeps every room in id order with no gaps and no duplicates
+//! between a replay and live traffic. It holds no lock; the only locks in the server are
+//! the per-connection outbox queues, taken briefly by each push.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::outbox::Outbox;
+use crate::protocol::{
+    now_millis, ByeReason, ErrorCode, HistoryQuery, LeaveReason, RoomName, ServerLine,
+    StoredMessage,
+};
+use crate::store::{AccountId, NewMessage, Recipient, RoomId, Store};
+
+/// Identifies one connection for the hub's lifetime.
+pub type SessionId = u64;
+
+/// Requests a logged-in session makes of the hub.
+#[derive(Debug)]
+pub enum Request {
+    Login {
+        session: SessionId,
+        account: AccountId,
+        nick: String,
+        outbox: Arc<Outbox>,
+    },
+    Logout {
+        session: SessionId,
+        reason: LeaveReason,
+        bye: Option<ByeReason>,
+    },
+    Say {
+        session: SessionId,
+        room: Option<RoomName>,
+        text: String,
+    },
+    Direct {
+        session: SessionId,
+        to: AccountId,
+        to_nick: String,
+        text: String,
+    },
+    Join {
+        session: SessionId,
+        room: RoomName,
+    },
+    Part {
+        session: SessionId,
+        room: Option<RoomName>,
+    },
+    Rooms {
+        session: SessionId,
+    },
+    Who {
+        session: SessionId,
+        room: Option<RoomName>,
+    },
+    History {
+        session: SessionId,
+        room: Option<RoomName>,
+        query: HistoryQuery,
+    },
+}
+
+/// A cheap `Clone` handle for sending requests to the hub.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl HubHandle {
+    /// Waits for room in the hub's queue (backpressure on busy senders). A request sent while
+    /// the hub is stopping is dropped: the session is ending too.
+    pub async fn send(&self, request: Request) {
+        let _ = self.tx.send(request).await;
+    }
+}
+
+/// Requests the hub takes per wake-up; messages among them share one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Starts the hub. `shutdown` silences presence while everyone leaves; `stop` makes it
+/// finish the requests already queued and end, even if a stuck session still holds a handle.
+pub fn spawn(
+    store: Store,
+    replay_per_room: u32,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) -> (HubHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let hub = Hub {
+        store,
+        replay_per_room,
+        shutdown,
+        stop,
+        tracker,
+        rx,
+        sessions: HashMap::new(),
+        accounts: HashMap::new(),
+        rooms: HashMap::new(),
+        unstored: Vec::new(),
+    };
+    (HubHandle { tx }, tokio::spawn(hub.run()))
+}
+
+struct SessionState {
+    account: AccountId,
+    outbox: Arc<Outbox>,
+    /// Where plain text goes; per connection, so two devices can look at different rooms.
+    current: Option<RoomName>,
+}
+
+struct OnlineAccount {
+    nick: String,
+    sessions: Vec<SessionId>,
+    /// The account's stored memberships, `#general` first, then in the order joined.
+    rooms: Vec<(RoomId, RoomName)>,
+}
+
+impl OnlineAccount {
+    fn room_id(&self, room: &RoomName) -> Option<RoomId> {
+        self.rooms
+            .iter()
+            .find(|(_, name)| name == room)
+            .map(|(id, _)| *id)
+    }
+
+    /// The room a connection lands in: `#general` if a member, else the first room.
+    fn default_room(&self) -> Option<RoomName> {
+        self.rooms.first().map(|(_, name)| name.clone())
+    }
+}
+
+/// A room with at least one member online.
+struct LiveRoom {
+    /// Accounts that are members and online; all of their connections receive the room.
+    online: Vec<AccountId>,
+}
+
+/// A message accepted from a session, waiting for the batch's commit.
+struct Unstored {
+    session: SessionId,
+    message: NewMessage,
+}
+
+struct Hub {
+    store: Store,
+    replay_per_room: u32,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    rx: mpsc::Receiver<Request>,
+    sessions: HashMap<SessionId, SessionState>,
+    accounts: HashMap<AccountId, OnlineAccount>,
+    rooms: HashMap<RoomName, LiveRoom>,
+    unstored: Vec<Unstored>,
+}
+
+impl Hub {
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                received = self.rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for request in batch.drain(..) {
+                        self.handle(request).await;
+                    }
+                    self.store_and_deliver().await;
+                }
+                // Closing lets `recv_many` hand out what is queued, then report the end.
+                () = self.stop.cancelled(), if !self.rx.is_closed() => self.rx.close(),
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Say {
+                session,
+                room,
+                text,
+            } => self.accept_room_message(session, room, text).await,
+            Request::Direct {
+                session,
+                to,
+                to_nick,
+                text,
+            } => self.accept_direct_message(session, to, to_nick, text),
+            control => {
+                // Everything accepted before a control request is stored and delivered first,
+                // so joins, parts and logins see exactly the messages sent before them.
+                self.store_and_deliver().await;
+                self.handle_control(control).await;
+            }
+        }
+    }
+
+    async fn handle_control(&mut self, request: Request) {
+        match request {
+            Request::Login {
+                session,
+                account,
+                nick,
+                outbox,
+            } => self.login(session, account, nick, outbox).await,
+            Request::Logout {
+                session,
+                reason,
+                bye,
+            } => self.logout(session, reason, bye),
+            Request::Join { session, room } => self.join(session, room).await,
+            Request::Part { session, room } => self.part(session, room).await,
+            Request::Rooms { session } => self.list_rooms(session).await,
+            Request::Who { session, room } => self.who(session, room).await,
+            Request::History {
+                session,
+                room,
+                query,
+            } => self.history(session, room, query).await,
+            Request::Say { .. } | Request::Direct { .. } => unreachable!("handled as messages"),
+        }
+    }
+
+    // ---- messages -------------------------------------------------------------------------
+
+    async fn accept_room_message(
+        &mut self,
+        session: SessionId,
+        room: Option<RoomName>,
+        text: String,
+    ) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let account = &self.accounts[&state.account];
+        let Some(room) = room.or_else(|| state.current.clone()) else {
+            return self.reply_err(
+                session,
+                ErrorCode::NotInRoom,
+                "You are in no room; /join #room first",
+            );
+        };
+        let Some(room_id) = account.room_id(&room) else {
+            return self.not_a_member(session, &room).await;
+        };
+        let message = NewMessage {
+            time: now_millis(),
+            sender_id: state.account,
+            sender_nick: account.nick.clone(),
+            recipient: Recipient::Room {
+                id: room_id,
+                name: room.to_string(),
+            },
+            text,
+        };
+        self.unstored.push(Unstored { session, message });
+    }
+
+    fn accept_direct_message(
+        &mut self,
+        session: SessionId,
+        to: AccountId,
+        to_nick: String,
+        text: String,
+    ) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let message = NewMessage {
+            time: now_millis(),
+            sender_id: state.account,
+            sender_nick: self.accounts[&state.account].nick.clone(),
+            recipient: Recipient::Account {
+                id: to,
+                nick: to_nick,
+                online: self.accounts.contains_key(&to),
+            },
+            text,
+        };
+        self.unstored.push(Unstored { session, message });
+    }
+
+    /// Commits the accepted messages in one transaction, then delivers each, in id order.
+    async fn store_and_deliver(&mut self) {
+        if self.unstored.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.unstored);
+        let messages: Vec<NewMessage> = batch.iter().map(|u| u.message.clone()).collect();
+        let ids = match self.store.insert_messages(&messages).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::error!(%error, count = batch.len(), "could not store messages");
+                for unstored in &batch {
+                    self.reply_err(
+                        unstored.session,
+                        ErrorCode::ServerBusy,
+                        "Message not stored; please send it again",
+                    );
+                }
+                return;
+            }
+        };
+        for (message, id) in messages.into_iter().zip(ids) {
+            self.deliver(message, id);
+        }
+    }
+
+    fn deliver(&mut self, message: NewMessage, id: i64) {
+        match message.recipient {
+            Recipient::Room { name, .. } => {
+                let Ok(room) = RoomName::parse(&name) else {
+                    return;
+                };
+                let line = ServerLine::Msg(StoredMessage {
+                    id,
+                    time: message.time,
+                    room: name,
+                    nick: message.sender_nick,
+                    text: message.text,
+                })
+                .to_bytes();
+                self.broadcast_room(&room, &line, None);
+            }
+            Recipient::Account {
+                id: to,
+                nick: to_nick,
+                ..
+            } => {
+                let line = ServerLine::Dm {
+                    id,
+                    time: message.time,
+                    from: message.sender_nick,
+                    to: to_nick,
+                    text: message.text,
+                }
+                .to_bytes();
+                let mut targets = self.account_sessions(message.sender_id);
+                if to != message.sender_id {
+                    targets.extend(self.account_sessions(to));
+                }
+                self.push_all(targets, &line);
+            }
+        }
+    }
+
+    // ---- presence -------------------------------------------------------------------------
+
+    async fn login(
+        &mut self,
+        session: SessionId,
+        account_id: AccountId,
+        nick: String,
+        outbox: Arc<Outbox>,
+    ) {
+        let first_connection = !self.accounts.contains_key(&account_id);
+        if first_connection {
+            let rooms = match self.store.account_rooms(account_id).await {
+                Ok(rooms) => rooms,
+                Err(error) => {
+                    tracing::error!(%error, "could not load memberships");
+                    outbox.close(Some(&ServerLine::err(
+                        ErrorCode::ServerBusy,
+                        "Cannot load your rooms; try again",
+                    )));
+                    return;
+                }
+            };
+            self.accounts.insert(
+                account_id,
+                OnlineAccount {
+                    nick: nick.clone(),
+                    sessions: Vec::new(),
+                    rooms,
+                },
+            );
+        }
+        let account = self.accounts.get_mut(&account_id).expect("inserted above");
+        account.sessions.push(session);
+        let rooms = account.rooms.clone();
+        let current = account.default_room();
+        self.sessions.insert(
+            session,
+            SessionState {
+                account: account_id,
+                outbox: outbox.clone(),
+                current: current.clone(),
+            },
+        );
+
+        let where_text = match &current {
+            Some(room) => format!("You are in {room}."),
+            None => "You are in no room; /join #room to start.".to_owned(),
+        };
+        outbox.push_bounded_reply(
+            ServerLine::Welcome {
+                nick: nick.clone(),
+                text: format!("Logged in. {where_text} Type /help for commands."),
+            }
+            .to_bytes(),
+        );
+        let now = now_millis();
+        for (room_id, room) in &rooms {
+            let join = ServerLine::Join {
+                room: room.to_string(),
+                time: now,
+                nick: nick.clone(),
+            }
+            .to_bytes();
+            if first_connection {
+                self.broadcast_room(room, &join, None);
+                let live = self
+                    .rooms
+                    .entry(room.clone())
+                    .or_insert(LiveRoom { online: Vec::new() });
+                live.online.push(account_id);
+            }
+            outbox.push_bounded_reply(join);
+            self.replay_recent(&outbox, *room_id, room).await;
+        }
+        if first_connection {
+            match self.store.take_pending_dms(account_id).await {
+                Ok(dms) => {
+                    for dm in dms {
+                        outbox.push_bounded_reply(
+                            ServerLine::Dm {
+                                id: dm.id,
+                                time: dm.time,
+                                from: dm.from,
+                                to: dm.to,
+                                text: dm.text,
+                            }
+                            .to_bytes(),
+                        );
+                    }
+                }
+                Err(error) => tracing::error!(%error, "could not load kept private messages"),
+            }
+        }
+        outbox.push_bounded_reply(ServerLine::info(current_room_text(current.as_ref())).to_bytes());
+    }
+
+    async fn replay_recent(&self, outbox: &Outbox, room_id: RoomId, room: &RoomName) {
+        match self
+            .store
+            .recent_messages(room_id, room.as_str(), self.replay_per_room)
+            .await
+        {
+            Ok(messages) => {
+                for message in messages {
+                    outbox.push_bounded_reply(ServerLine::Hist(message).to_bytes());
+                }
+            }
+            Err(error) => tracing::error!(%error, %room, "could not load history"),
+        }
+    }
+
+    /// Removes a session; when it was its account's last, the account leaves every room.
+    /// Sessions dropped on the way (their queues overflowed) are removed the same way.
+    fn logout(&mut self, session: SessionId, reason: LeaveReason, bye: Option<ByeReason>) {
+        let mut pending = vec![(session, reason, bye)];
+        while let Some((session, reason, bye)) = pending.pop() {
+            let Some(state) = self.sessions.remove(&session) else {
+                continue;
+            };
+            state.outbox.close(bye.map(ServerLine::Bye).as_ref());
+            let Some(account) = self.accounts.get_mut(&state.account) else {
+                continue;
+            };
+            account.sessions.retain(|s| *s != session);
+            if !account.sessions.is_empty() {
+                continue;
+            }
+            let account = self.accounts.remove(&state.account).expect("present above");
+            let now = now_millis();
+            for (_, room) in &account.rooms {
+                let Some(live) = self.rooms.get_mut(room) else {
+                    continue;
+                };
+                live.online.retain(|a| *a != state.account);
+                if live.online.is_empty() {
+                    self.rooms.remove(room);
+                    continue;
+                }
+                if self.shutdown.is_cancelled() {
+                    continue;
+                }
+                let line = ServerLine::Leave {
+                    room: room.to_string(),
+                    time: now,
+                    nick: account.nick.clone(),
+                    reason,
+                }
+                .to_bytes();
+                let dropped = self.broadcast_room_collect(room, &line, None);
+                pending.extend(
+                    dropped
+                        .into_iter()
+                        .map(|s| (s, LeaveReason::Disconnect, None)),
+                );
+            }
+        }
+    }
+
+    async fn join(&mut self, session: SessionId, room: RoomName) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let account_id = state.account;
+        if self.accounts[&account_id].room_id(&room).is_some() {
+            state.current = Some(room.clone());
+            return self.reply(session, ServerLine::info(current_room_text(Some(&room))));
+        }
+        let room_id = match self.store.join_room(account_id, &room).await {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::error!(%error, %room, "could not store a join");
+                return self.reply_err(session, ErrorCode::ServerBusy, "Could not join; try again");
+            }
+        };
+        let account = self
+            .accounts
+            .get_mut(&account_id)
+            .expect("session's account is online");
+        account.rooms.push((room_id, room.clone()));
+        let nick = account.nick.clone();
+        self.rooms
+            .entry(room.clone())
+            .or_insert(LiveRoom { online: Vec::new() })
+            .online
+            .push(account_id);
+        let join = ServerLine::Join {
+            room: room.to_string(),
+            time: now_millis(),
+            nick,
+        }
+        .to_bytes();
+        self.broadcast_room(&room, &join, Some(session));
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.current = Some(room.clone());
+            let outbox = state.outbox.clone();
+            outbox.push_bounded_reply(join);
+            self.replay_recent(&outbox, room_id, &room).await;
+        }
+    }
+
+    async fn part(&mut self, session: SessionId, room: Option<RoomName>) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let account_id = state.account;
+        let Some(room) = room.or_else(|| state.current.clone()) else {
+            return self.reply_err(session, ErrorCode::NotInRoom, "You are in no room");
+        };
+        let Some(room_id) = self.accounts[&account_id].room_id(&room) else {
+            return self.not_a_member(session, &room).await;
+        };
+        if let Err(error) = self.store.part_room(account_id, room_id).await {
+            tracing::error!(%error, %room, "could not store a part");
+            return self.reply_err(session, ErrorCode::ServerBusy, "Could not leave; try again");
+        }
+        let account = self
+            .accounts
+            .get_mut(&account_id)
+            .expect("session's account is online");
+        let leave = ServerLine::Leave {
+            room: room.to_string(),
+            time: now_millis(),
+            nick: account.nick.clone(),
+            reason: LeaveReason::Part,
+        }
+        .to_bytes();
+        account.rooms.retain(|(id, _)| *id != room_id);
+        let fallback = account.default_room();
+        let account_sessions = account.sessions.clone();
+        self.broadcast_room(&room, &leave, None);
+        if let Some(live) = self.rooms.get_mut(&room) {
+            live.online.retain(|a| *a != account_id);
+            if live.online.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        for sid in account_sessions {
+            let Some(state) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if state.current.as_ref() == Some(&room) {
+                state.current = fallback.clone();
+                let info = ServerLine::info(current_room_text(fallback.as_ref()));
+                self.reply(sid, info);
+            }
+        }
+    }
+
+    // ---- queries --------------------------------------------------------------------------
+
+    async fn list_rooms(&mut self, session: SessionId) {
+        let rooms = match self.store.rooms_with_member_counts().await {
+            Ok(rooms) => rooms,
+            Err(error) => return self.storage_error(session, error),
+        };
+        let mut lines: Vec<Bytes> = rooms
+            .into_iter()
+            .map(|(_, name, members)| {
+                let online = RoomName::parse(&name)
+                    .ok()
+                    .and_then(|room| self.rooms.get(&room))
+                    .map_or(0, |live| live.online.len());
+                ServerLine::Room {
+                    room: name,
+                    members: members.max(0) as u64,
+                    online: online as u64,
+                }
+                .to_bytes()
+            })
+            .collect();
+        lines.push(ServerLine::end("rooms").to_bytes());
+        self.reply_lines(session, lines);
+    }
+
+    async fn who(&mut self, session: SessionId, room: Option<RoomName>) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(room) = room.or_else(|| state.current.clone()) else {
+            return self.reply_err(
+                session,
+                ErrorCode::NotInRoom,
+                "You are in no room; use /who #room",
+            );
+        };
+        let room_id = match self.store.find_room(&room).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return self.reply_err(
+                    session,
+                    ErrorCode::NoSuchRoom,
+                    format!("There is no room {room}"),
+                )
+            }
+            Err(error) => return self.storage_error(session, error),
+        };
+        let members = match self.store.room_members(room_id).await {
+            Ok(members) => members,
+            Err(error) => return self.storage_error(session, error),
+        };
+        let mut lines: Vec<Bytes> = members
+            .into_iter()
+            .map(|(account, nick)| {
+                ServerLine::Member {
+                    room: room.to_string(),
+                    nick,
+                    online: self.accounts.contains_key(&account),
+                }
+                .to_bytes()
+            })
+            .collect();
+        lines.push(ServerLine::end("who").to_bytes());
+        self.reply_lines(session, lines);
+    }
+
+    /// Checks the request here, where memberships live, then reads and sends in a task of its
+    /// own at the reader's pace, so a long reply never holds up the hub.
+    async fn history(&mut self, session: SessionId, room: Option<RoomName>, query: HistoryQuery) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(room) = room.or_else(|| state.current.clone()) else {
+            return self.reply_err(
+                session,
+                ErrorCode::NotInRoom,
+                "You are in no room; use /history #room",
+            );
+        };
+        let Some(room_id) = self.accounts[&state.account].room_id(&room) else {
+            return self.not_a_member(session, &room).await;
+        };
+        let outbox = state.outbox.clone();
+        let store = self.store.clone();
+        self.tracker.spawn(async move {
+            let messages = match query {
+                HistoryQuery::Last(n) => store.recent_messages(room_id, room.as_str(), n).await,
+                HistoryQuery::After { id, limit } => {
+                    store
+                        .messages_after(room_id, room.as_str(), id, limit)
+                        .await
+                }
+            };
+            let lines = match messages {
+                Ok(messages) => messages.into_iter().map(ServerLine::Hist).collect(),
+                Err(error) => {
+                    tracing::error!(%error, "could not read history");
+                    vec![ServerLine::err(
+                        ErrorCode::ServerBusy,
+                        "Could not read the history; try again",
+                    )]
+                }
+            };
+            for line in lines.iter().chain([&ServerLine::end("history")]) {
+                if outbox.push_paced(line.to_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    // ---- delivery helpers -----------------------------------------------------------------
+
+    fn account_sessions(&self, account: AccountId) -> Vec<SessionId> {
+        self.accounts
+            .get(&account)
+            .map(|a| a.sessions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Pushes to every online session in the room, then drops those whose queue overflowed.
+    fn broadcast_room(&mut self, room: &RoomName, line: &Bytes, except: Option<SessionId>) {
+        let dropped = self.broadcast_room_collect(room, line, except);
+        self.drop_overflowed(dropped);
+    }
+
+    fn broadcast_room_collect(
+        &self,
+        room: &RoomName,
+        line: &Bytes,
+        except: Option<SessionId>,
+    ) -> Vec<SessionId> {
+        let mut dropped = Vec::new();
+        let Some(live) = self.rooms.get(room) else {
+            return dropped;
+        };
+        let sessions = live
+            .online
+            .iter()
+            .filter_map(|account| self.accounts.get(account))
+            .flat_map(|account| &account.sessions)
+            .filter(|session| Some(**session) != except);
+        for session in sessions {
+            let Some(state) = self.sessions.get(session) else {
+                continue;
+            };
+            if state.outbox.push(line.clone()).is_err() {
+                dropped.push(*session);
+            }
+        }
+        dropped
+    }
+
+    fn push_all(&mut self, sessions: Vec<SessionId>, line: &Bytes) {
+        let dropped: Vec<SessionId> = sessions
+            .into_iter()
+            .filter(|s| {
+                self.sessions
+                    .get(s)
+                    .is_some_and(|state| state.outbox.push(line.clone()).is_err())
+            })
+            .collect();
+        self.drop_overflowed(dropped);
+    }
+
+    fn drop_overflowed(&mut self, dropped: Vec<SessionId>) {
+        for session in dropped {
+            tracing::info!(session, "dropping a session that reads too slowly");
+            self.logout(session, LeaveReason::Disconnect, None);
+        }
+    }
+
+    fn reply(&mut self, session: SessionId, line: ServerLine) {
+        self.push_all(vec![session], &line.to_bytes());
+    }
+
+    fn reply_lines(&mut self, session: SessionId, lines: Vec<Bytes>) {
+        if let Some(state) = self.sessions.get(&session) {
+            for line in lines {
+                state.outbox.push_bounded_reply(line);
+            }
+        }
+    }
+
+    fn reply_err(&mut self, session: SessionId, code: ErrorCode, text: impl Into<String>) {
+        self.reply(session, ServerLine::err(code, text));
+    }
+
+    fn storage_error(&mut self, session: SessionId, error: crate::store::StoreError) {
+        tracing::error!(%error, "storage error");
+        self.reply_err(
+            session,
+            ErrorCode::ServerBusy,
+            "Storage is unavailable; try again",
+        );
+    }
+
+    /// Tells a session it is not in `room`, or that no such room exists.
+    async fn not_a_member(&mut self, session: SessionId, room: &RoomName) {
+        match self.store.find_room(room).await {
+            Ok(Some(_)) => self.reply_err(
+                session,
+                ErrorCode::NotInRoom,
+                format!("You are not in {room}; /join {room} first"),
+            ),
+            Ok(None) => self.reply_err(
+                session,
+                ErrorCode::NoSuchRoom,
+                format!("There is no room {room}"),
+            ),
+            Err(error) => self.storage_error(session, error),
+        }
+    }
+}
+
+fn current_room_text(room: Option<&RoomName>) -> String {
+    match room {
+        Some(room) => format!("Current room: {room}"),
+        None => "You are in no room; /join #room to start".to_owned(),
+    }
+}

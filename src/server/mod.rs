@@ -1,0 +1,151 @@
+//! The chat server: accept, TLS handshake, session, hub, outbox.
+//!
+//! The caller binds the listener and owns the shutdown token, so a test binds `127.0.0.1:0`
+//! and reads the port back, and `chat-server` wires the token to SIGINT and SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthError, Passwords};
+use crate::config::Config;
+use crate::store::Store;
+
+mod hub;
+mod outbox;
+mod session;
+
+pub use outbox::{write_loop, Failure, Outbox, Overflowed};
+
+use hub::{HubHandle, SessionId};
+use session::Session;
+
+/// State every connection task shares, read-only after start.
+pub(crate) struct Shared {
+    hub: HubHandle,
+    store: Store,
+    passwords: Passwords,
+    config: Config,
+    shutdown: CancellationToken,
+}
+
+/// Serves TLS chat on `listener` until `shutdown` is cancelled, then says `BYE
+/// server-shutdown` to everyone, lets their queues drain for up to the grace period, and
+/// returns once every accepted message is stored.
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    store: Store,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), AuthError> {
+    let (hash_concurrency, hash_wait) = (config.hash_concurrency, config.hash_wait);
+    let passwords =
+        tokio::task::spawn_blocking(move || Passwords::new(hash_concurrency, hash_wait))
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))??;
+    let tracker = TaskTracker::new();
+    let stop_hub = CancellationToken::new();
+    let (hub, hub_task) = hub::spawn(
+        store.clone(),
+        config.replay_per_room,
+        shutdown.clone(),
+        stop_hub.clone(),
+        tracker.clone(),
+    );
+    let grace = config.shutdown_grace;
+    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    let shared = Arc::new(Shared {
+        hub,
+        store: store.clone(),
+        passwords,
+        config,
+        shutdown: shutdown.clone(),
+    });
+    let acceptor = TlsAcceptor::from(tls);
+
+    let mut next_session: SessionId = 0;
+    loop {
+        // A slot is taken before accepting, so excess connections wait in the kernel's
+        // backlog instead of costing a task and a handshake.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = connection_slots.clone().acquire_owned() => slot.expect("never closed"),
+        };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                next_session += 1;
+                let task = serve_connection(
+                    next_session,
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    shared.clone(),
+                    slot,
+                );
+                tracker.spawn(task);
+            }
+            Err(error) => {
+                // Typically EMFILE: back off briefly instead of spinning; users already
+                // connected chat on.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: saying goodbye to every session");
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "some sessions did not finish within the grace period"
+        );
+    }
+    drop(shared);
+    stop_hub.cancel();
+    let _ = hub_task.await;
+    store.close().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn serve_connection(
+    id: SessionId,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+) {
+    // Chat lines are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        () = shared.shutdown.cancelled() => return,
+        result = handshake => match result {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+    };
+    let (reader, writer) = tokio::io::split(tls);
+    let config = &shared.config;
+    let outbox = Arc::new(Outbox::new(
+        config.outbox_max_lines,
+        config.outbox_max_bytes,
+    ));
+    let write_timeout = config.write_timeout;
+    let session = Session::new(id, peer, reader, outbox.clone(), shared.clone());
+    tokio::join!(session.run(), write_loop(writer, &outbox, write_timeout));
+}

@@ -1,0 +1,361 @@
+//! One connection after its TLS handshake: the login dialogue, then the command loop. The
+//! session reads and parses; the hub decides and delivers; the outbox writes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio_util::codec::FramedRead;
+
+use super::hub::{Request, SessionId};
+use super::outbox::Outbox;
+use super::Shared;
+use crate::auth::{password_problem, AuthError};
+use crate::net::{InboundLine, LineCodec};
+use crate::protocol::{
+    is_blank, parse_command, ByeReason, Command, ErrorCode, LeaveReason, Nick, ServerLine,
+    MAX_LOGIN_ATTEMPTS,
+};
+
+const HELP: &[&str] = &[
+    "Commands:",
+    "  text                       send to your current room (//text sends /text)",
+    "  /join #room                join or create a room and make it current",
+    "  /part [#room]              leave a room (default: the current one)",
+    "  /say #room text            send to a room you are in",
+    "  /msg nick text             private message",
+    "  /rooms                     list rooms with member and online counts",
+    "  /who [#room]               who is in a room and who of them is online",
+    "  /history [#room] [n]       the last n messages (default 50, at most 500)",
+    "  /history #room after ID [n]  messages after an id (catch-up)",
+    "  /passwd old new            change your password (the old one cannot contain spaces)",
+    "  /quit                      leave",
+];
+
+/// What woke a waiting session.
+enum Event {
+    Line(InboundLine),
+    /// The peer closed the stream or it broke.
+    Closed,
+    /// The outbox gave up on the peer (too slow, write timeout, broken socket).
+    OutboxFailed,
+    Shutdown,
+}
+
+struct LoggedIn {
+    account: crate::store::AccountId,
+    nick: String,
+}
+
+pub(super) struct Session<R> {
+    id: SessionId,
+    peer: SocketAddr,
+    lines: FramedRead<R, LineCodec>,
+    outbox: Arc<Outbox>,
+    shared: Arc<Shared>,
+}
+
+impl<R: AsyncRead + Unpin> Session<R> {
+    pub(super) fn new(
+        id: SessionId,
+        peer: SocketAddr,
+        reader: R,
+        outbox: Arc<Outbox>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let lines = FramedRead::new(reader, LineCodec::new(shared.config.max_line));
+        Self {
+            id,
+            peer,
+            lines,
+            outbox,
+            shared,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let login_timeout = self.shared.config.login_timeout;
+        let logged_in = match tokio::time::timeout(login_timeout, self.login()).await {
+            Ok(Some(logged_in)) => logged_in,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "login timed out");
+                return self
+                    .outbox
+                    .close(Some(&ServerLine::Bye(ByeReason::LoginTimeout)));
+            }
+        };
+        tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, "logged in");
+        self.shared
+            .hub
+            .send(Request::Login {
+                session: self.id,
+                account: logged_in.account,
+                nick: logged_in.nick.clone(),
+                outbox: self.outbox.clone(),
+            })
+            .await;
+        let (reason, bye) = self.command_loop(&logged_in).await;
+        tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, %reason, "left");
+        self.shared
+            .hub
+            .send(Request::Logout {
+                session: self.id,
+                reason,
+                bye,
+            })
+            .await;
+        // The hub closes the outbox on logout; closing here too covers a hub already stopped.
+        self.outbox.close(None);
+    }
+
+    async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            biased;
+            () = self.shared.shutdown.cancelled() => Event::Shutdown,
+            () = self.outbox.failed() => Event::OutboxFailed,
+            line = self.lines.next() => match line {
+                Some(Ok(line)) => Event::Line(line),
+                Some(Err(_)) | None => Event::Closed,
+            },
+        }
+    }
+
+    fn send(&self, line: ServerLine) {
+        // An overflow closes the outbox and surfaces as `Event::OutboxFailed`.
+        let _ = self.outbox.send(&line);
+    }
+
+    /// Reports a line the codec could not use; true if the line was one.
+    fn report_bad_line(&self, line: &InboundLine) -> bool {
+        let max = self.shared.config.max_line;
+        match line {
+            InboundLine::Line(_) => return false,
+            InboundLine::TooLong => self.send(ServerLine::err(
+                ErrorCode::LineTooLong,
+                format!("Lines are at most {max} bytes; that one was discarded"),
+            )),
+            InboundLine::BadUtf8 => self.send(ServerLine::err(
+                ErrorCode::BadUtf8,
+                "That line was not valid UTF-8",
+            )),
+        }
+        true
+    }
+
+    /// Waits for the next non-blank line during login. `None` ends the connection.
+    async fn login_answer(&mut self) -> Option<String> {
+        loop {
+            match self.next_event().await {
+                Event::Line(InboundLine::Line(text)) if !is_blank(&text) => return Some(text),
+                Event::Line(line) => {
+                    self.report_bad_line(&line);
+                }
+                Event::Shutdown => {
+                    self.outbox
+                        .close(Some(&ServerLine::Bye(ByeReason::ServerShutdown)));
+                    return None;
+                }
+                Event::Closed | Event::OutboxFailed => {
+                    self.outbox.close(None);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The `NICK` / `PASS` dialogue. Every failure looks the same from outside: the same
+    /// error, after one password hash's worth of work.
+    async fn login(&mut self) -> Option<LoggedIn> {
+        let mut failures = 0;
+        while failures < MAX_LOGIN_ATTEMPTS {
+            self.send(ServerLine::NickPrompt);
+            let nick = self.login_answer().await?;
+            self.send(ServerLine::PassPrompt);
+            let password = self.login_answer().await?;
+            // Flood control and per-address / per-account login throttling hook in here.
+            match self.check_password(nick.trim_end(), password).await {
+                Ok(Some(logged_in)) => return Some(logged_in),
+                Ok(None) => {
+                    failures += 1;
+                    tracing::info!(peer = %self.peer, failures, "login failed");
+                    self.send(ServerLine::err(
+                        ErrorCode::AuthFailed,
+                        "Invalid nickname or password",
+                    ));
+                }
+                Err(AuthError::Busy) => self.send(ServerLine::err(
+                    ErrorCode::ServerBusy,
+                    "Too many logins in progress; try again in a moment",
+                )),
+                Err(error) => {
+                    tracing::error!(%error, "login check failed");
+                    self.send(ServerLine::err(
+                        ErrorCode::ServerBusy,
+                        "Login is unavailable; try again",
+                    ));
+                }
+            }
+        }
+        self.outbox
+            .close(Some(&ServerLine::Bye(ByeReason::AuthFailed)));
+        None
+    }
+
+    async fn check_password(
+        &self,
+        nick: &str,
+        password: String,
+    ) -> Result<Option<LoggedIn>, AuthError> {
+        let account = match Nick::parse(nick) {
+            Ok(nick) => self
+                .shared
+                .store
+                .find_account(nick.as_str())
+                .await
+                .map_err(|e| AuthError::Hash(e.to_string()))?,
+            Err(_) => None,
+        };
+        let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
+        let verified = self.shared.passwords.verify(stored_hash, password).await?;
+        Ok(account.filter(|_| verified).map(|a| LoggedIn {
+            account: a.id,
+            nick: a.nick,
+        }))
+    }
+
+    /// Runs until the session ends; returns how the others should see it go.
+    async fn command_loop(&mut self, me: &LoggedIn) -> (LeaveReason, Option<ByeReason>) {
+        loop {
+            let text = match self.next_event().await {
+                Event::Line(InboundLine::Line(text)) => text,
+                Event::Line(bad) => {
+                    self.report_bad_line(&bad);
+                    continue;
+                }
+                Event::Closed => return (LeaveReason::Disconnect, None),
+                Event::OutboxFailed => {
+                    let failure = self.outbox.failure();
+                    return (
+                        failure.map_or(LeaveReason::Disconnect, |f| f.leave_reason()),
+                        None,
+                    );
+                }
+                Event::Shutdown => {
+                    return (LeaveReason::Disconnect, Some(ByeReason::ServerShutdown))
+                }
+            };
+            // Flood control hooks in here, before any work is done for the line.
+            match parse_command(&text) {
+                Ok(None) => {}
+                Ok(Some(Command::Quit)) => return (LeaveReason::Quit, Some(ByeReason::Quit)),
+                Ok(Some(command)) => self.execute(me, command).await,
+                Err(error) => self.send(ServerLine::err(error.code, error.text)),
+            }
+        }
+    }
+
+    async fn execute(&mut self, me: &LoggedIn, command: Command) {
+        let session = self.id;
+        let request = match command {
+            Command::Say { room, text } => Request::Say {
+                session,
+                room,
+                text,
+            },
+            Command::Join(room) => Request::Join { session, room },
+            Command::Part(room) => Request::Part { session, room },
+            Command::Rooms => Request::Rooms { session },
+            Command::Who(room) => Request::Who { session, room },
+            Command::History { room, query } => Request::History {
+                session,
+                room,
+                query,
+            },
+            Command::Msg { to, text } => match self.shared.store.find_account(to.as_str()).await {
+                Ok(Some(account)) => Request::Direct {
+                    session,
+                    to: account.id,
+                    to_nick: account.nick,
+                    text,
+                },
+                Ok(None) => {
+                    return self.send(ServerLine::err(
+                        ErrorCode::NoSuchUser,
+                        format!("There is no user {to}"),
+                    ))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not look up a user");
+                    return self.send(ServerLine::err(
+                        ErrorCode::ServerBusy,
+                        "Storage is unavailable; try again",
+                    ));
+                }
+            },
+            Command::Passwd { old, new } => return self.change_password(me, old, new).await,
+            Command::Help => {
+                for line in HELP {
+                    self.send(ServerLine::info(*line));
+                }
+                return;
+            }
+            Command::Quit => unreachable!("handled by the command loop"),
+        };
+        self.shared.hub.send(request).await;
+    }
+
+    async fn change_password(&mut self, me: &LoggedIn, old: String, new: String) {
+        if let Some(problem) = password_problem(&new) {
+            return self.send(ServerLine::err(ErrorCode::BadArgs, problem));
+        }
+        let shared = self.shared.clone();
+        let result = async {
+            let account = shared
+                .store
+                .find_account(&me.nick)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(account) = account.filter(|a| a.id == me.account) else {
+                return Ok(false);
+            };
+            let verified = shared
+                .passwords
+                .verify(Some(account.password_hash), old)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !verified {
+                return Ok(false);
+            }
+            let hash = shared
+                .passwords
+                .hash(new)
+                .await
+                .map_err(|e| e.to_string())?;
+            shared
+                .store
+                .set_password(&account.nick, &hash)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(true) => {
+                tracing::info!(nick = %me.nick, "password changed");
+                self.send(ServerLine::info("Password changed."));
+            }
+            Ok(false) => self.send(ServerLine::err(
+                ErrorCode::AuthFailed,
+                "The old password is wrong",
+            )),
+            Err(error) => {
+                tracing::error!(%error, "password change failed");
+                self.send(ServerLine::err(
+                    ErrorCode::ServerBusy,
+                    "Could not change the password; try again",
+                ));
+            }
+        }
+    }
+}

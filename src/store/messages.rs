@@ -1,0 +1,140 @@
+use super::{AccountId, RoomId, Store, StoreError};
+use crate::protocol::StoredMessage;
+
+/// Who a message is for: a room, or one account.
+#[derive(Debug, Clone)]
+pub enum Recipient {
+    Room {
+        id: RoomId,
+        name: String,
+    },
+    Account {
+        id: AccountId,
+        nick: String,
+        online: bool,
+    },
+}
+
+/// A message accepted by the server and not yet stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub time: i64,
+    pub sender_id: AccountId,
+    pub sender_nick: String,
+    pub recipient: Recipient,
+    pub text: String,
+}
+
+/// A private message kept for an account that had no connection when it arrived.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingDm {
+    pub id: i64,
+    pub time: i64,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+}
+
+impl Store {
+    /// Stores a batch in one transaction (one fsync for the lot) and returns the ids, in order.
+    /// Either every message is stored or none is.
+    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for message in batch {
+            let (room_id, recipient_id, recipient_nick, pending) = match &message.recipient {
+                Recipient::Room { id, .. } => (Some(*id), None, None, false),
+                Recipient::Account { id, nick, online } => {
+                    (None, Some(*id), Some(nick.as_str()), !online)
+                }
+            };
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (sent_at, sender_id, sender_nick, room_id, recipient_id,
+                                       recipient_nick, body, pending)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(message.time)
+            .bind(message.sender_id)
+            .bind(&message.sender_nick)
+            .bind(room_id)
+            .bind(recipient_id)
+            .bind(recipient_nick)
+            .bind(&message.text)
+            .bind(pending)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// The last `limit` messages of a room, oldest first.
+    pub async fn recent_messages(
+        &self,
+        room: RoomId,
+        room_name: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
+            "SELECT id, sent_at, sender_nick, body FROM messages
+             WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(room)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.reverse();
+        Ok(to_messages(rows, room_name))
+    }
+
+    /// Up to `limit` messages of a room with an id greater than `after`, oldest first.
+    pub async fn messages_after(
+        &self,
+        room: RoomId,
+        room_name: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT id, sent_at, sender_nick, body FROM messages
+             WHERE room_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(room)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(to_messages(rows, room_name))
+    }
+
+    /// Returns the private messages kept for an account and marks them delivered.
+    pub async fn take_pending_dms(&self, account: AccountId) -> Result<Vec<PendingDm>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let dms = sqlx::query_as(
+            "SELECT id, sent_at AS time, sender_nick AS \"from\", recipient_nick AS \"to\", body AS text
+             FROM messages WHERE recipient_id = ? AND pending = 1 ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE messages SET pending = 0 WHERE recipient_id = ? AND pending = 1")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(dms)
+    }
+}
+
+fn to_messages(rows: Vec<(i64, i64, String, String)>, room_name: &str) -> Vec<StoredMessage> {
+    rows.into_iter()
+        .map(|(id, time, nick, text)| StoredMessage {
+            id,
+            time,
+            room: room_name.to_owned(),
+            nick,
+            text,
+        })
+        .collect()
+}

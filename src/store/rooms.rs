@@ -1,0 +1,88 @@
+use super::{AccountId, RoomId, Store, StoreError};
+use crate::protocol::{now_millis, RoomName};
+
+impl Store {
+    /// The rooms an account is a member of, `#general` first, then in the order joined.
+    pub async fn account_rooms(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(RoomId, RoomName)>, StoreError> {
+        let rows: Vec<(RoomId, String)> = sqlx::query_as(
+            "SELECT r.id, r.name FROM memberships m JOIN rooms r ON r.id = m.room_id
+             WHERE m.account_id = ? ORDER BY r.name <> '#general', m.joined_at, r.name",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, name)| RoomName::parse(&name).ok().map(|room| (id, room)))
+            .collect())
+    }
+
+    /// Makes the account a member, creating the room on first join.
+    pub async fn join_room(
+        &self,
+        account: AccountId,
+        room: &RoomName,
+    ) -> Result<RoomId, StoreError> {
+        let now = now_millis();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
+            .bind(room.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let room_id: RoomId = sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
+            .bind(room.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO memberships (account_id, room_id, joined_at) VALUES (?, ?, ?)",
+        )
+        .bind(account)
+        .bind(room_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(room_id)
+    }
+
+    pub async fn part_room(&self, account: AccountId, room: RoomId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM memberships WHERE account_id = ? AND room_id = ?")
+            .bind(account)
+            .bind(room)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find_room(&self, room: &RoomName) -> Result<Option<RoomId>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Every room with its stored member count, by name.
+    pub async fn rooms_with_member_counts(&self) -> Result<Vec<(RoomId, String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT r.id, r.name, COUNT(m.account_id) FROM rooms r
+             LEFT JOIN memberships m ON m.room_id = r.id GROUP BY r.id ORDER BY r.name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The stored members of a room, by nickname.
+    pub async fn room_members(&self, room: RoomId) -> Result<Vec<(AccountId, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT a.id, a.nick FROM memberships m JOIN accounts a ON a.id = m.account_id
+             WHERE m.room_id = ? ORDER BY a.nick COLLATE NOCASE",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
