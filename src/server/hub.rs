@@ -78,10 +78,10 @@ pub struct HubHandle {
 }
 
 impl HubHandle {
-    /// Waits for room in the hub's queue (backpressure on busy senders). A request sent while
-    /// the hub is stopping is dropped: the session is ending too.
-    pub async fn send(&self, request: Request) {
-        let _ = self.tx.send(request).await;
+    /// Waits for room in the hub's queue (backpressure on busy senders). Returns false when
+    /// the hub has stopped and the request was dropped.
+    pub async fn send(&self, request: Request) -> bool {
+        self.tx.send(request).await.is_ok()
     }
 }
 

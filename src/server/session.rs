@@ -87,27 +87,29 @@ impl<R: AsyncRead + Unpin> Session<R> {
             }
         };
         tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, "logged in");
-        self.shared
-            .hub
-            .send(Request::Login {
-                session: self.id,
-                account: logged_in.account,
-                nick: logged_in.nick.clone(),
-                outbox: self.outbox.clone(),
-            })
-            .await;
+        let login = Request::Login {
+            session: self.id,
+            account: logged_in.account,
+            nick: logged_in.nick.clone(),
+            outbox: self.outbox.clone(),
+        };
+        if !self.shared.hub.send(login).await {
+            return self
+                .outbox
+                .close(Some(&ServerLine::Bye(ByeReason::ServerShutdown)));
+        }
         let (reason, bye) = self.command_loop(&logged_in).await;
         tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, %reason, "left");
-        self.shared
-            .hub
-            .send(Request::Logout {
-                session: self.id,
-                reason,
-                bye,
-            })
-            .await;
-        // The hub closes the outbox on logout; closing here too covers a hub already stopped.
-        self.outbox.close(None);
+        let logout = Request::Logout {
+            session: self.id,
+            reason,
+            bye: bye.clone(),
+        };
+        // The hub closes the outbox after the lines it still has for this session; only a
+        // hub that has already stopped leaves that to the session.
+        if !self.shared.hub.send(logout).await {
+            self.outbox.close(bye.map(ServerLine::Bye).as_ref());
+        }
     }
 
     async fn next_event(&mut self) -> Event {
@@ -303,7 +305,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             }
             Command::Quit => unreachable!("handled by the command loop"),
         };
-        self.shared.hub.send(request).await;
+        let _ = self.shared.hub.send(request).await;
     }
 
     async fn change_password(&mut self, me: &LoggedIn, old: String, new: String) {

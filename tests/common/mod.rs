@@ -1,0 +1,362 @@
+//! Test harness: the real server on 127.0.0.1:0 with a temporary directory, a real SQLite
+//! file and freshly generated certificates, and clients that speak real TLS to it.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use tlschat::auth::hash_password_blocking;
+use tlschat::client::{self, LineReader, LineWriter};
+use tlschat::net::{certs, tls};
+use tlschat::protocol::{Nick, ServerLine};
+use tlschat::store::Store;
+use tlschat::Config;
+
+/// How long a test waits for a line it expects before failing.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The files one server instance uses; kept across restarts.
+pub struct ServerFiles {
+    pub dir: TempDir,
+}
+
+impl ServerFiles {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        certs::generate(&dir.path().join("certs"), &[]).expect("certificates");
+        Self { dir }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("chat.db")
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn certs(&self) -> certs::CertPaths {
+        certs::CertPaths::in_dir(&self.certs_dir())
+    }
+
+    pub fn client_tls(&self) -> Arc<ClientConfig> {
+        tls::client_config(Some(&self.certs().ca_cert)).expect("client TLS config")
+    }
+
+    /// Creates an account directly in the database, as `chat-admin adduser` does.
+    pub async fn add_user(&self, nick: &str, password: &str) {
+        let store = Store::open(&self.db()).await.expect("open store");
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || hash_password_blocking(&password))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .create_account(&Nick::parse(nick).unwrap(), &hash)
+            .await
+            .expect("create account");
+        store.close().await;
+    }
+}
+
+/// The server running inside the test's runtime.
+pub struct TestServer {
+    pub files: ServerFiles,
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_on(ServerFiles::new(), config).await
+    }
+
+    /// Starts a server on existing files (a restart on the same database).
+    pub async fn start_on(files: ServerFiles, config: Config) -> Self {
+        let certs = files.certs();
+        let tls = tls::server_config(&certs.server_cert, &certs.server_key).expect("server TLS");
+        let store = Store::open(&files.db()).await.expect("open store");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            tlschat::server::run(listener, tls, store, config, token)
+                .await
+                .expect("server run");
+        });
+        Self {
+            files,
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn add_user(&self, nick: &str, password: &str) {
+        self.files.add_user(nick, password).await;
+    }
+
+    /// A TLS connection that has not logged in.
+    pub async fn connect(&self) -> TestClient {
+        TestClient::connect(
+            &format!("localhost:{}", self.addr.port()),
+            self.files.client_tls(),
+        )
+        .await
+    }
+
+    /// Logs in and reads everything up to the `INFO` line that ends the login replay.
+    pub async fn login(&self, nick: &str, password: &str) -> TestClient {
+        let mut client = self.connect().await;
+        client.login(nick, password).await;
+        client
+    }
+
+    /// Starts graceful shutdown and waits until the server has finished.
+    pub async fn stop(self) -> ServerFiles {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task");
+        self.files
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A client speaking real TLS; every wait is bounded by [`WAIT`].
+pub struct TestClient {
+    reader: LineReader,
+    writer: LineWriter,
+    /// Every line received, for failure messages.
+    pub seen: Vec<String>,
+}
+
+impl TestClient {
+    pub async fn connect(server: &str, tls: Arc<ClientConfig>) -> Self {
+        let (reader, writer) = client::connect(server, tls).await.expect("connect");
+        Self {
+            reader,
+            writer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Logs in; every line up to the `INFO` that ends the login replay stays in `seen`.
+    pub async fn login(&mut self, nick: &str, password: &str) {
+        self.expect("NICK").await;
+        self.send(nick).await;
+        self.expect("PASS").await;
+        self.send(password).await;
+        self.expect(&format!("WELCOME {nick} ")).await;
+        self.skip_until("INFO ").await;
+    }
+
+    /// Returns and forgets the lines received so far.
+    pub fn take_seen(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.seen)
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.writer.send_line(line).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.send_raw(bytes).await.expect("send raw");
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.writer.close().await;
+    }
+
+    /// The next line; `None` when the server closed the connection.
+    pub async fn next_or_closed(&mut self) -> Option<String> {
+        match tokio::time::timeout(WAIT, self.reader.next_line()).await {
+            Ok(Some(Ok(line))) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Ok(Some(Err(_))) | Ok(None) => None,
+            Err(_) => panic!("no line within {WAIT:?}; seen so far: {:#?}", self.seen),
+        }
+    }
+
+    pub async fn next(&mut self) -> String {
+        match self.next_or_closed().await {
+            Some(line) => line,
+            None => panic!("connection closed; seen so far: {:#?}", self.seen),
+        }
+    }
+
+    /// The next line, which must start with `prefix`.
+    pub async fn expect(&mut self, prefix: &str) -> String {
+        let line = self.next().await;
+        assert!(
+            line.starts_with(prefix),
+            "expected {prefix:?}, got {line:?}; seen: {:#?}",
+            self.seen
+        );
+        line
+    }
+
+    /// The next line, parsed.
+    pub async fn next_parsed(&mut self) -> ServerLine {
+        let line = self.next().await;
+        ServerLine::parse(&line).unwrap_or_else(|| panic!("not a contract line: {line:?}"))
+    }
+
+    /// Skips lines until one starts with `prefix`, and returns it.
+    pub async fn skip_until(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.next().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Reads lines up to and including one starting with `prefix`; returns them all.
+    pub async fn collect_until(&mut self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.next().await;
+            let done = line.starts_with(prefix);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(line) = tokio::time::timeout(quiet, self.reader.next_line()).await {
+            panic!("expected silence, got {line:?}");
+        }
+    }
+
+    /// Asserts the server closes the connection (after any remaining lines, returned).
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Some(line) = self.next_or_closed().await {
+            rest.push(line);
+        }
+        rest
+    }
+}
+
+/// Field `n` (0-based) of a space-separated line.
+pub fn field(line: &str, n: usize) -> &str {
+    line.split(' ')
+        .nth(n)
+        .unwrap_or_else(|| panic!("no field {n} in {line:?}"))
+}
+
+/// The `chat-server` binary as a child process, for signals and `kill -9`.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything the server logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    pub fn spawn(files: &ServerFiles, extra_args: &[&str]) -> Self {
+        Self::spawn_in(
+            files.dir.path(),
+            &files.db(),
+            &files.certs_dir(),
+            extra_args,
+        )
+    }
+
+    pub fn spawn_in(cwd: &Path, db: &Path, certs_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .current_dir(cwd)
+            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .arg("--db")
+            .arg(db)
+            .arg("--certs-dir")
+            .arg(certs_dir)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-server");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = addr_tx.send(addr.trim().to_owned());
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {:#?}", log.lock().unwrap());
+            }
+        };
+        Self { child, addr, log }
+    }
+
+    pub fn server(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

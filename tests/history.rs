@@ -1,0 +1,167 @@
+//! History replay, `/history`, private messages kept for offline users, and restarts.
+
+mod common;
+
+use common::{field, TestServer};
+use tlschat::Config;
+
+fn id(line: &str) -> i64 {
+    field(line, 2).parse().unwrap()
+}
+
+#[tokio::test]
+async fn login_replays_the_last_twenty_messages_oldest_first() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    let mut alice = server.login("alice", "password-one").await;
+    for i in 1..=25 {
+        alice.send(&format!("message {i}")).await;
+        alice.expect("MSG #general ").await;
+    }
+    let mut bob = server.connect().await;
+    bob.expect("NICK").await;
+    bob.send("bob").await;
+    bob.expect("PASS").await;
+    bob.send("password-two").await;
+    bob.expect("WELCOME bob ").await;
+    bob.expect("JOIN #general ").await;
+    let replay = bob.collect_until("INFO ").await;
+    let hist: Vec<&String> = replay
+        .iter()
+        .filter(|l| l.starts_with("HIST #general "))
+        .collect();
+    assert_eq!(hist.len(), 20, "{replay:#?}");
+    assert!(hist[0].ends_with(" alice message 6"));
+    assert!(hist[19].ends_with(" alice message 25"));
+    assert!(hist.windows(2).all(|w| id(w[0]) < id(w[1])));
+}
+
+#[tokio::test]
+async fn history_command_forms() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    let mut alice = server.login("alice", "password-one").await;
+    let mut ids = Vec::new();
+    for i in 1..=60 {
+        alice.send(&format!("m{i}")).await;
+        ids.push(id(&alice.expect("MSG #general ").await));
+    }
+    alice.send("/history").await;
+    let lines = alice.collect_until("END history").await;
+    assert_eq!(lines.len(), 51, "default 50 then END");
+    assert!(lines[0].ends_with(" alice m11") && lines[49].ends_with(" alice m60"));
+    assert_eq!(lines[50], "END history");
+
+    alice.send("/history #general 3").await;
+    let lines = alice.collect_until("END history").await;
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("HIST #general ") && lines[0].ends_with(" m58"));
+
+    alice
+        .send(&format!("/history #general after {}", ids[54]))
+        .await;
+    let lines = alice.collect_until("END history").await;
+    let got: Vec<i64> = lines[..lines.len() - 1].iter().map(|l| id(l)).collect();
+    assert_eq!(
+        got,
+        ids[55..].to_vec(),
+        "everything after the id, oldest first"
+    );
+
+    alice
+        .send(&format!("/history #general after {} 2", ids[0]))
+        .await;
+    let lines = alice.collect_until("END history").await;
+    assert_eq!(lines.len(), 3);
+    assert_eq!(id(&lines[0]), ids[1]);
+
+    alice
+        .send(&format!("/history #general after {}", ids[59]))
+        .await;
+    assert_eq!(alice.next().await, "END history", "nothing newer");
+
+    alice.send("/history 501").await;
+    alice.expect("ERR bad-args ").await;
+    alice.send("/history #general after x").await;
+    alice.expect("ERR bad-args ").await;
+    alice.send("/history #nope").await;
+    alice.expect("ERR no-such-room ").await;
+}
+
+#[tokio::test]
+async fn history_of_a_room_you_are_not_in_is_refused() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    let mut alice = server.login("alice", "password-one").await;
+    alice.send("/join #secret").await;
+    alice.expect("JOIN #secret ").await;
+    let mut bob = server.login("bob", "password-two").await;
+    bob.send("/history #secret").await;
+    bob.expect("ERR not-in-room ").await;
+}
+
+#[tokio::test]
+async fn private_messages_to_an_offline_user_are_replayed_once() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    let mut alice = server.login("alice", "password-one").await;
+    alice.send("/msg bob first").await;
+    let first = alice.expect("DM ").await;
+    alice.send("/msg bob second").await;
+    let second = alice.expect("DM ").await;
+
+    let mut bob = server.connect().await;
+    bob.login("bob", "password-two").await;
+    let replay = bob.take_seen();
+    let dms: Vec<&String> = replay.iter().filter(|l| l.starts_with("DM ")).collect();
+    assert_eq!(dms, [&first, &second], "{replay:#?}");
+    let last_hist_or_join = replay
+        .iter()
+        .rposition(|l| l.starts_with("HIST ") || l.starts_with("JOIN "))
+        .unwrap();
+    let first_dm = replay.iter().position(|l| l.starts_with("DM ")).unwrap();
+    assert!(last_hist_or_join < first_dm, "DMs come after the rooms");
+
+    // Delivered live now; nothing kept for later.
+    alice.send("/msg bob live").await;
+    bob.expect("DM ").await;
+    bob.send("/quit").await;
+    bob.expect("BYE quit").await;
+    let mut bob = server.connect().await;
+    bob.login("bob", "password-two").await;
+    assert!(
+        !bob.take_seen().iter().any(|l| l.starts_with("DM ")),
+        "replayed only once"
+    );
+}
+
+#[tokio::test]
+async fn history_and_kept_messages_survive_a_restart() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    let mut alice = server.login("alice", "password-one").await;
+    alice.send("/join #ops").await;
+    alice.expect("JOIN #ops ").await;
+    alice.send("before the restart").await;
+    let sent = alice.expect("MSG #ops ").await;
+    alice.send("/msg bob while you were away").await;
+    let dm = alice.expect("DM ").await;
+    drop(alice);
+    let files = server.stop().await;
+
+    let server = TestServer::start_on(files, Config::default()).await;
+    let mut alice = server.login("alice", "password-one").await;
+    alice.send("/history #ops").await;
+    let lines = alice.collect_until("END history").await;
+    assert_eq!(lines[0], sent.replacen("MSG", "HIST", 1));
+    let mut bob = server.connect().await;
+    bob.login("bob", "password-two").await;
+    assert!(bob.take_seen().contains(&dm));
+    // Ids keep increasing after the restart.
+    alice.send("/say #ops after").await;
+    assert!(id(&alice.skip_until("MSG #ops ").await) > id(&sent));
+}
