@@ -31,6 +31,34 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// Room for the fields in front of a message's text in `MSG` and `HIST` lines.
+const LINE_OVERHEAD: usize = 256;
+
+impl Config {
+    /// Checks that the limits fit together; the message names the setting to change.
+    pub fn validate(&self) -> Result<(), String> {
+        let longest_line = self.max_line + LINE_OVERHEAD;
+        if self.outbox_max_bytes < 2 * longest_line {
+            return Err(format!(
+                "the outgoing queue ({} bytes) must hold at least two of the longest lines ({} bytes each); raise it or lower max_line",
+                self.outbox_max_bytes, longest_line
+            ));
+        }
+        let at_least_one = [
+            ("max_line", self.max_line),
+            ("outbox_max_lines", self.outbox_max_lines),
+            ("max_connections", self.max_connections),
+            ("hash_concurrency", self.hash_concurrency),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -46,5 +74,31 @@ impl Default for Config {
             replay_per_room: REPLAY_PER_ROOM,
             shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_mismatched_limits_are_not() {
+        Config::default().validate().unwrap();
+        let tiny_queue = Config {
+            outbox_max_bytes: 4096,
+            ..Config::default()
+        };
+        assert!(tiny_queue
+            .validate()
+            .unwrap_err()
+            .contains("outgoing queue"));
+        let no_connections = Config {
+            max_connections: 0,
+            ..Config::default()
+        };
+        assert!(no_connections
+            .validate()
+            .unwrap_err()
+            .contains("max_connections"));
     }
 }

@@ -256,3 +256,30 @@ async fn every_room_arrives_in_id_order_for_everyone() {
         "everyone saw the same messages"
     );
 }
+
+#[tokio::test]
+async fn answers_arrive_in_the_order_of_the_requests() {
+    let (_server, mut alice, _bob) = two_users().await;
+    // One write: a message, then requests the session and the hub each answer.
+    alice
+        .send_raw(b"first\n/bogus\n/say #nowhere x\n\xff\nsecond\n/msg nobody hi\n/join\nthird\n")
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let line = alice.next().await;
+        got.push(format!("{} {}", field(&line, 0), field(&line, 1)));
+    }
+    assert_eq!(
+        got,
+        [
+            "MSG #general",
+            "ERR unknown-command",
+            "ERR no-such-room",
+            "ERR bad-utf8",
+            "MSG #general",
+            "ERR no-such-user",
+            "ERR bad-args",
+            "MSG #general",
+        ]
+    );
+}

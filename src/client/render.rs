@@ -49,8 +49,11 @@ pub fn render_line(line: &ServerLine) -> Option<String> {
             members,
             online,
         } => format!("   {room}: {members} members, {online} online"),
-        ServerLine::Member { nick, online, .. } => {
-            format!("   {nick}{}", if *online { " (online)" } else { "" })
+        ServerLine::Member { room, nick, online } => {
+            format!(
+                "   {room}: {nick} ({})",
+                if *online { "online" } else { "offline" }
+            )
         }
         ServerLine::Info(text) => format!("-- {text}"),
         ServerLine::Err { code, text } => format!("!! {text} ({code})"),

@@ -69,6 +69,12 @@ pub enum Request {
         room: Option<RoomName>,
         query: HistoryQuery,
     },
+    /// A line the session answered itself (a parse error, `/help`), sent through the hub
+    /// so it keeps its place among the answers to earlier requests.
+    Reply {
+        session: SessionId,
+        line: Bytes,
+    },
 }
 
 /// A cheap `Clone` handle for sending requests to the hub.
@@ -108,7 +114,7 @@ pub fn spawn(
         sessions: HashMap::new(),
         accounts: HashMap::new(),
         rooms: HashMap::new(),
-        unstored: Vec::new(),
+        pending: Vec::new(),
     };
     (HubHandle { tx }, tokio::spawn(hub.run()))
 }
@@ -147,10 +153,18 @@ struct LiveRoom {
     online: Vec<AccountId>,
 }
 
-/// A message accepted from a session, waiting for the batch's commit.
-struct Unstored {
-    session: SessionId,
-    message: NewMessage,
+/// Output waiting for the batch's commit. Replies wait in the same queue as messages, so a
+/// session's answers arrive in the order of its requests: an error never overtakes the echo
+/// of a message sent before it.
+enum Pending {
+    Message {
+        session: SessionId,
+        message: NewMessage,
+    },
+    Reply {
+        session: SessionId,
+        line: Bytes,
+    },
 }
 
 struct Hub {
@@ -163,7 +177,7 @@ struct Hub {
     sessions: HashMap<SessionId, SessionState>,
     accounts: HashMap<AccountId, OnlineAccount>,
     rooms: HashMap<RoomName, LiveRoom>,
-    unstored: Vec<Unstored>,
+    pending: Vec<Pending>,
 }
 
 impl Hub {
@@ -200,6 +214,7 @@ impl Hub {
                 to_nick,
                 text,
             } => self.accept_direct_message(session, to, to_nick, text),
+            Request::Reply { session, line } => self.pending.push(Pending::Reply { session, line }),
             control => {
                 // Everything accepted before a control request is stored and delivered first,
                 // so joins, parts and logins see exactly the messages sent before them.
@@ -231,7 +246,9 @@ impl Hub {
                 room,
                 query,
             } => self.history(session, room, query).await,
-            Request::Say { .. } | Request::Direct { .. } => unreachable!("handled as messages"),
+            Request::Say { .. } | Request::Direct { .. } | Request::Reply { .. } => {
+                unreachable!("queued behind the messages, not a control request")
+            }
         }
     }
 
@@ -267,7 +284,7 @@ impl Hub {
             },
             text,
         };
-        self.unstored.push(Unstored { session, message });
+        self.pending.push(Pending::Message { session, message });
     }
 
     fn accept_direct_message(
@@ -291,32 +308,50 @@ impl Hub {
             },
             text,
         };
-        self.unstored.push(Unstored { session, message });
+        self.pending.push(Pending::Message { session, message });
     }
 
-    /// Commits the accepted messages in one transaction, then delivers each, in id order.
+    /// Commits the accepted messages in one transaction, then delivers messages (in id order)
+    /// and replies, in the order they were accepted.
     async fn store_and_deliver(&mut self) {
-        if self.unstored.is_empty() {
+        if self.pending.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.unstored);
-        let messages: Vec<NewMessage> = batch.iter().map(|u| u.message.clone()).collect();
-        let ids = match self.store.insert_messages(&messages).await {
-            Ok(ids) => ids,
+        let batch = std::mem::take(&mut self.pending);
+        let messages: Vec<NewMessage> = batch
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Message { message, .. } => Some(message.clone()),
+                Pending::Reply { .. } => None,
+            })
+            .collect();
+        let stored = if messages.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.insert_messages(&messages).await
+        };
+        let mut ids = match stored {
+            Ok(ids) => Some(ids.into_iter()),
             Err(error) => {
-                tracing::error!(%error, count = batch.len(), "could not store messages");
-                for unstored in &batch {
-                    self.reply_err(
-                        unstored.session,
-                        ErrorCode::ServerBusy,
-                        "Message not stored; please send it again",
-                    );
-                }
-                return;
+                tracing::error!(%error, count = messages.len(), "could not store messages");
+                None
             }
         };
-        for (message, id) in messages.into_iter().zip(ids) {
-            self.deliver(message, id);
+        let not_stored = ServerLine::err(
+            ErrorCode::ServerBusy,
+            "Message not stored; please send it again",
+        )
+        .to_bytes();
+        for pending in batch {
+            match pending {
+                Pending::Message { session, message } => {
+                    match ids.as_mut().and_then(Iterator::next) {
+                        Some(id) => self.deliver(message, id),
+                        None => self.push_all(vec![session], &not_stored),
+                    }
+                }
+                Pending::Reply { session, line } => self.push_all(vec![session], &line),
+            }
         }
     }
 
@@ -779,8 +814,12 @@ impl Hub {
         }
     }
 
+    /// Queues a line for one session behind everything accepted before it.
     fn reply(&mut self, session: SessionId, line: ServerLine) {
-        self.push_all(vec![session], &line.to_bytes());
+        self.pending.push(Pending::Reply {
+            session,
+            line: line.to_bytes(),
+        });
     }
 
     fn reply_lines(&mut self, session: SessionId, lines: Vec<Bytes>) {

@@ -26,6 +26,15 @@ pub use outbox::{write_loop, Failure, Outbox, Overflowed};
 use hub::{HubHandle, SessionId};
 use session::Session;
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
 /// State every connection task shares, read-only after start.
 pub(crate) struct Shared {
     hub: HubHandle,
@@ -44,7 +53,8 @@ pub async fn run(
     store: Store,
     config: Config,
     shutdown: CancellationToken,
-) -> Result<(), AuthError> {
+) -> Result<(), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
     let (hash_concurrency, hash_wait) = (config.hash_concurrency, config.hash_wait);
     let passwords =
         tokio::task::spawn_blocking(move || Passwords::new(hash_concurrency, hash_wait))

@@ -129,21 +129,32 @@ impl<R: AsyncRead + Unpin> Session<R> {
         let _ = self.outbox.send(&line);
     }
 
-    /// Reports a line the codec could not use; true if the line was one.
-    fn report_bad_line(&self, line: &InboundLine) -> bool {
+    /// The `ERR` for a line the codec could not use.
+    fn bad_line_error(&self, line: &InboundLine) -> Option<ServerLine> {
         let max = self.shared.config.max_line;
         match line {
-            InboundLine::Line(_) => return false,
-            InboundLine::TooLong => self.send(ServerLine::err(
+            InboundLine::Line(_) => None,
+            InboundLine::TooLong => Some(ServerLine::err(
                 ErrorCode::LineTooLong,
                 format!("Lines are at most {max} bytes; that one was discarded"),
             )),
-            InboundLine::BadUtf8 => self.send(ServerLine::err(
+            InboundLine::BadUtf8 => Some(ServerLine::err(
                 ErrorCode::BadUtf8,
                 "That line was not valid UTF-8",
             )),
         }
-        true
+    }
+
+    /// Answers a logged-in session through the hub, behind the answers to its earlier
+    /// requests (the echo of a message sent just before, say).
+    async fn reply(&self, line: ServerLine) {
+        let request = Request::Reply {
+            session: self.id,
+            line: line.to_bytes(),
+        };
+        if !self.shared.hub.send(request).await {
+            self.send(line);
+        }
     }
 
     /// Waits for the next non-blank line during login. `None` ends the connection.
@@ -152,7 +163,9 @@ impl<R: AsyncRead + Unpin> Session<R> {
             match self.next_event().await {
                 Event::Line(InboundLine::Line(text)) if !is_blank(&text) => return Some(text),
                 Event::Line(line) => {
-                    self.report_bad_line(&line);
+                    if let Some(error) = self.bad_line_error(&line) {
+                        self.send(error);
+                    }
                 }
                 Event::Shutdown => {
                     self.outbox
@@ -233,7 +246,9 @@ impl<R: AsyncRead + Unpin> Session<R> {
             let text = match self.next_event().await {
                 Event::Line(InboundLine::Line(text)) => text,
                 Event::Line(bad) => {
-                    self.report_bad_line(&bad);
+                    if let Some(error) = self.bad_line_error(&bad) {
+                        self.reply(error).await;
+                    }
                     continue;
                 }
                 Event::Closed => return (LeaveReason::Disconnect, None),
@@ -253,7 +268,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 Ok(None) => {}
                 Ok(Some(Command::Quit)) => return (LeaveReason::Quit, Some(ByeReason::Quit)),
                 Ok(Some(command)) => self.execute(me, command).await,
-                Err(error) => self.send(ServerLine::err(error.code, error.text)),
+                Err(error) => self.reply(ServerLine::err(error.code, error.text)).await,
             }
         }
     }
@@ -283,23 +298,21 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     text,
                 },
                 Ok(None) => {
-                    return self.send(ServerLine::err(
-                        ErrorCode::NoSuchUser,
-                        format!("There is no user {to}"),
-                    ))
+                    let error =
+                        ServerLine::err(ErrorCode::NoSuchUser, format!("There is no user {to}"));
+                    return self.reply(error).await;
                 }
                 Err(error) => {
                     tracing::error!(%error, "could not look up a user");
-                    return self.send(ServerLine::err(
-                        ErrorCode::ServerBusy,
-                        "Storage is unavailable; try again",
-                    ));
+                    let error =
+                        ServerLine::err(ErrorCode::ServerBusy, "Storage is unavailable; try again");
+                    return self.reply(error).await;
                 }
             },
             Command::Passwd { old, new } => return self.change_password(me, old, new).await,
             Command::Help => {
                 for line in HELP {
-                    self.send(ServerLine::info(*line));
+                    self.reply(ServerLine::info(*line)).await;
                 }
                 return;
             }
@@ -310,7 +323,9 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
     async fn change_password(&mut self, me: &LoggedIn, old: String, new: String) {
         if let Some(problem) = password_problem(&new) {
-            return self.send(ServerLine::err(ErrorCode::BadArgs, problem));
+            return self
+                .reply(ServerLine::err(ErrorCode::BadArgs, problem))
+                .await;
         }
         let shared = self.shared.clone();
         let result = async {
@@ -342,22 +357,20 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 .map_err(|e| e.to_string())
         }
         .await;
-        match result {
+        let answer = match result {
             Ok(true) => {
                 tracing::info!(nick = %me.nick, "password changed");
-                self.send(ServerLine::info("Password changed."));
+                ServerLine::info("Password changed.")
             }
-            Ok(false) => self.send(ServerLine::err(
-                ErrorCode::AuthFailed,
-                "The old password is wrong",
-            )),
+            Ok(false) => ServerLine::err(ErrorCode::AuthFailed, "The old password is wrong"),
             Err(error) => {
                 tracing::error!(%error, "password change failed");
-                self.send(ServerLine::err(
+                ServerLine::err(
                     ErrorCode::ServerBusy,
                     "Could not change the password; try again",
-                ));
+                )
             }
-        }
+        };
+        self.reply(answer).await;
     }
 }

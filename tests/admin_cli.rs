@@ -1,0 +1,470 @@
+//! `chat-admin`, the real binary: accounts (adduser, deluser, passwd, list), its refusals,
+//! `gen-cert`, and account changes taking effect while a server runs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{run_bounded, Run, ServerProcess, TestClient, TestServer, WAIT};
+use tlschat::net::{certs::CertPaths, tls};
+
+fn admin_command(db: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-admin"));
+    command
+        .env_remove("CHAT_DB")
+        .env_remove("CHAT_CERTS_DIR")
+        .arg("--db")
+        .arg(db)
+        .args(args);
+    if let Some(dir) = db.parent() {
+        command.current_dir(dir);
+    }
+    command
+}
+
+/// `chat-admin --db DB ARGS...`, the password (if any) on standard input.
+fn admin(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    run_bounded(admin_command(db, args), stdin)
+}
+
+/// The same, off the async runtime (an in-process server must keep running meanwhile).
+async fn admin_async(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let db = db.to_owned();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        admin(&db, &args, stdin.as_deref())
+    })
+    .await
+    .expect("chat-admin runner")
+}
+
+fn assert_success(run: &Run) {
+    assert!(run.status.success(), "expected success:\n{run:?}");
+}
+
+fn assert_failure(run: &Run) {
+    assert!(!run.status.success(), "expected a failure:\n{run:?}");
+    assert!(
+        !run.stderr.trim().is_empty(),
+        "a failure must say why on stderr:\n{run:?}"
+    );
+}
+
+/// The nicknames `chat-admin list` shows, in order.
+fn listed_nicks(db: &Path) -> Vec<String> {
+    let run = admin(db, &["list"], None);
+    assert_success(&run);
+    if run.stdout.contains("No accounts yet") {
+        return Vec::new();
+    }
+    run.stdout
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn adduser_prints_a_message_and_list_shows_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+
+    let run = admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("correct horse battery staple\n"),
+    );
+    assert_success(&run);
+    assert!(
+        run.stdout.contains("alice"),
+        "adduser says what it did:\n{run:?}"
+    );
+
+    let list = admin(&db, &["list"], None);
+    assert_success(&list);
+    let line = list
+        .stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some("alice"))
+        .unwrap_or_else(|| panic!("alice not listed:\n{list:?}"));
+    assert!(line.contains("created"), "list line {line:?}");
+    // A new account starts in #general: one room.
+    assert!(line.contains("in 1 room"), "list line {line:?}");
+}
+
+#[test]
+fn duplicate_nickname_is_refused_case_insensitively() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    assert_success(&admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    ));
+    for nick in ["alice", "ALICE", "Alice"] {
+        let run = admin(
+            &db,
+            &["adduser", nick, "--password-stdin"],
+            Some("password-two\n"),
+        );
+        assert_failure(&run);
+        assert!(
+            run.stderr.contains("taken"),
+            "the message names the problem:\n{run:?}"
+        );
+    }
+    assert_eq!(listed_nicks(&db), vec!["alice".to_owned()]);
+}
+
+#[test]
+fn bad_nicknames_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let too_long = "a".repeat(33);
+    for nick in [
+        "9lives",
+        "a b",
+        "",
+        "-dash",
+        "_under",
+        "al!ce",
+        "émile",
+        too_long.as_str(),
+    ] {
+        let run = admin(
+            &db,
+            // `--` so that "-dash" reaches the name check rather than the option parser.
+            &["adduser", "--password-stdin", "--", nick],
+            Some("password-one\n"),
+        );
+        assert_failure(&run);
+        assert!(
+            run.stderr.contains("invalid nickname"),
+            "nickname {nick:?}:\n{run:?}"
+        );
+    }
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+    // The longest allowed nickname is fine.
+    let longest = format!("a{}", "b".repeat(31));
+    assert_success(&admin(
+        &db,
+        &["adduser", &longest, "--password-stdin"],
+        Some("password-one\n"),
+    ));
+    assert_eq!(listed_nicks(&db), vec![longest]);
+}
+
+#[test]
+fn short_password_is_refused_and_no_account_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    for password in ["1234567", "", "short"] {
+        let run = admin(
+            &db,
+            &["adduser", "alice", "--password-stdin"],
+            Some(&format!("{password}\n")),
+        );
+        assert_failure(&run);
+        assert!(
+            run.stderr.contains('8'),
+            "the message names the minimum:\n{run:?}"
+        );
+        assert_eq!(
+            listed_nicks(&db),
+            Vec::<String>::new(),
+            "after {password:?}"
+        );
+    }
+    // Exactly 8 characters is enough.
+    assert_success(&admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("12345678\n"),
+    ));
+    assert_eq!(listed_nicks(&db), vec!["alice".to_owned()]);
+    // passwd applies the same rule.
+    let run = admin(
+        &db,
+        &["passwd", "alice", "--password-stdin"],
+        Some("1234567\n"),
+    );
+    assert_failure(&run);
+}
+
+#[test]
+fn deluser_of_a_missing_user_fails_and_of_an_existing_one_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let run = admin(&db, &["deluser", "nobody"], None);
+    assert_failure(&run);
+    assert!(run.stderr.contains("nobody"), "{run:?}");
+
+    assert_success(&admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    ));
+    let run = admin(&db, &["deluser", "alice"], None);
+    assert_success(&run);
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+    // Deleting twice: the second time the user is missing.
+    assert_failure(&admin(&db, &["deluser", "alice"], None));
+}
+
+#[test]
+fn passwd_of_a_missing_user_fails_and_of_an_existing_one_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let run = admin(
+        &db,
+        &["passwd", "nobody", "--password-stdin"],
+        Some("password-one\n"),
+    );
+    assert_failure(&run);
+    assert!(run.stderr.contains("nobody"), "{run:?}");
+    assert_eq!(
+        listed_nicks(&db),
+        Vec::<String>::new(),
+        "passwd creates nothing"
+    );
+
+    assert_success(&admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    ));
+    let run = admin(
+        &db,
+        &["passwd", "alice", "--password-stdin"],
+        Some("password-two\n"),
+    );
+    assert_success(&run);
+    assert!(run.stdout.contains("alice"), "{run:?}");
+}
+
+#[test]
+fn adduser_without_password_stdin_and_no_terminal_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    // Standard input is /dev/null: not a terminal.
+    let run = admin(&db, &["adduser", "alice"], None);
+    assert_failure(&run);
+    assert!(run.stderr.contains("--password-stdin"), "{run:?}");
+    // A pipe is not a terminal either; the password in it must not be used silently.
+    let run = admin(&db, &["adduser", "alice"], Some("password-one\n"));
+    assert_failure(&run);
+    assert!(run.stderr.contains("--password-stdin"), "{run:?}");
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+
+    assert_success(&admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    ));
+    let run = admin(&db, &["passwd", "alice"], None);
+    assert_failure(&run);
+    assert!(run.stderr.contains("--password-stdin"), "{run:?}");
+}
+
+fn gen_cert(dir: &Path) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-admin"));
+    command
+        .env_remove("CHAT_DB")
+        .env_remove("CHAT_CERTS_DIR")
+        .current_dir(dir)
+        .arg("gen-cert")
+        .arg("--dir")
+        .arg(dir.join("certs"))
+        .args(["--hostname", "chat.example.org"]);
+    let run = run_bounded(command, None);
+    assert_success(&run);
+    run
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn server_fingerprint(paths: &CertPaths) -> String {
+    let chain = tls::load_certs(&paths.server_cert).expect("server.pem parses");
+    tls::fingerprint_sha256(&chain[0])
+}
+
+#[test]
+fn gen_cert_creates_the_files_with_private_keys_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = gen_cert(dir.path());
+    let paths = CertPaths::in_dir(&dir.path().join("certs"));
+    for path in [
+        &paths.ca_cert,
+        &paths.ca_key,
+        &paths.server_cert,
+        &paths.server_key,
+    ] {
+        assert!(path.is_file(), "{} missing:\n{run:?}", path.display());
+    }
+    assert_eq!(mode(&paths.ca_key), 0o600, "ca-key.pem mode");
+    assert_eq!(mode(&paths.server_key), 0o600, "server-key.pem mode");
+    // No temporary files are left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("certs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 4, "files in the folder: {names:?}");
+
+    assert!(run.stdout.contains("SHA-256"), "{run:?}");
+    assert!(
+        run.stdout.contains(&server_fingerprint(&paths)),
+        "the printed fingerprint is the server certificate's:\n{run:?}"
+    );
+    assert!(run.stdout.contains("openssl s_client"), "{run:?}");
+    assert!(run.stdout.contains("chat.example.org"), "{run:?}");
+    assert!(run.stdout.contains("-verify_hostname"), "{run:?}");
+    // gen-cert does not touch the database.
+    assert!(!dir.path().join("chat.db").exists());
+}
+
+/// A TLS handshake with the server at `port` that checks the certificate for `name`.
+async fn handshake_as(ca: &Path, name: &str, port: u16) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let config = tls::client_config(Some(ca)).expect("client TLS");
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp connect");
+    let connect = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp);
+    let mut stream = tokio::time::timeout(WAIT, connect)
+        .await
+        .expect("handshake finishes")
+        .map_err(|e| e.to_string())?;
+    let mut first = [0u8; 5];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut first))
+        .await
+        .expect("first line arrives")
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&first).into_owned())
+}
+
+#[tokio::test]
+async fn gen_cert_again_keeps_the_ca_and_the_new_certificate_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    let paths = CertPaths::in_dir(&certs_dir);
+    let first = gen_cert(dir.path());
+    let ca_before = std::fs::read(&paths.ca_cert).unwrap();
+    let ca_key_before = std::fs::read(&paths.ca_key).unwrap();
+    let server_before = std::fs::read(&paths.server_cert).unwrap();
+    let fingerprint_before = server_fingerprint(&paths);
+
+    let second = gen_cert(dir.path());
+    assert_eq!(
+        std::fs::read(&paths.ca_cert).unwrap(),
+        ca_before,
+        "ca.pem must be reused byte for byte:\n{first:?}\n{second:?}"
+    );
+    assert_eq!(std::fs::read(&paths.ca_key).unwrap(), ca_key_before);
+    assert_ne!(
+        std::fs::read(&paths.server_cert).unwrap(),
+        server_before,
+        "a new server.pem"
+    );
+    let fingerprint_after = server_fingerprint(&paths);
+    assert_ne!(fingerprint_after, fingerprint_before);
+    assert!(second.stdout.contains(&fingerprint_after), "{second:?}");
+    assert_eq!(mode(&paths.ca_key), 0o600);
+    assert_eq!(mode(&paths.server_key), 0o600);
+
+    // The real server on the regenerated files, trusted through the unchanged ca.pem.
+    let server = ServerProcess::spawn_in(dir.path(), &dir.path().join("chat.db"), &certs_dir, &[]);
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&fingerprint_after),
+        "the server uses the new certificate; log:\n{log}"
+    );
+    let mut client = TestClient::connect(
+        &server.server(),
+        tls::client_config(Some(&paths.ca_cert)).expect("client TLS"),
+    )
+    .await;
+    client.expect("NICK").await;
+
+    // The certificate covers the --hostname, and only the names it lists.
+    let port = server.addr.port();
+    assert_eq!(
+        handshake_as(&paths.ca_cert, "chat.example.org", port).await,
+        Ok("NICK\n".to_owned())
+    );
+    assert_eq!(
+        handshake_as(&paths.ca_cert, "127.0.0.1", port).await,
+        Ok("NICK\n".to_owned())
+    );
+    assert!(handshake_as(&paths.ca_cert, "other.example.org", port)
+        .await
+        .is_err());
+}
+
+/// Logs in and leaves with `/quit`.
+async fn login_and_quit(server: &TestServer, nick: &str, password: &str) {
+    let mut client = server.login(nick, password).await;
+    client.send("/quit").await;
+    client.skip_until("BYE quit").await;
+}
+
+/// One failed login attempt with exactly the contract's answer.
+async fn login_fails(server: &TestServer, nick: &str, password: &str) {
+    let mut client = server.connect().await;
+    client.expect("NICK").await;
+    client.send(nick).await;
+    client.expect("PASS").await;
+    client.send(password).await;
+    assert_eq!(
+        client.next().await,
+        "ERR auth-failed Invalid nickname or password"
+    );
+    client.expect("NICK").await;
+}
+
+#[tokio::test]
+async fn account_changes_take_effect_while_the_server_runs() {
+    let server = TestServer::start().await;
+    let db = server.files.db();
+    login_fails(&server, "carol", "carols-first-password").await;
+
+    let run = admin_async(
+        &db,
+        &["adduser", "carol", "--password-stdin"],
+        Some("carols-first-password\n"),
+    )
+    .await;
+    assert_success(&run);
+    login_and_quit(&server, "carol", "carols-first-password").await;
+
+    let run = admin_async(
+        &db,
+        &["passwd", "carol", "--password-stdin"],
+        Some("carols-second-password\n"),
+    )
+    .await;
+    assert_success(&run);
+    login_fails(&server, "carol", "carols-first-password").await;
+    login_and_quit(&server, "carol", "carols-second-password").await;
+
+    let run = admin_async(&db, &["deluser", "carol"], None).await;
+    assert_success(&run);
+    login_fails(&server, "carol", "carols-second-password").await;
+
+    // The server itself is unharmed and the database still usable by both.
+    let run = admin_async(&db, &["list"], None).await;
+    assert_success(&run);
+    assert!(!run.stdout.contains("carol"), "{run:?}");
+    server.stop().await;
+}
