@@ -165,3 +165,76 @@ async fn history_and_kept_messages_survive_a_restart() {
     alice.send("/say #ops after").await;
     assert!(id(&alice.skip_until("MSG #ops ").await) > id(&sent));
 }
+
+#[tokio::test]
+async fn a_private_message_to_a_dropped_reader_is_kept_for_its_next_login() {
+    let config = Config {
+        outbox_max_lines: 16,
+        outbox_max_bytes: 64 * 1024,
+        write_timeout: std::time::Duration::from_secs(2),
+        ..Config::default()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    let mut alice = server.login("alice", "password-one").await;
+    let bob = server.login("bob", "password-two").await;
+    alice.expect("JOIN #general ").await;
+    // bob stops reading. alice fills the room, each burst ending with a DM to bob, until the
+    // server drops him; the DMs around his drop share a write batch with the messages that
+    // overflowed him.
+    let big = "x".repeat(4000);
+    // When the server drops bob for overflowing, alice sees bob's LEAVE right after the line
+    // that overflowed him. That line, if a DM, and every DM after the LEAVE never reached
+    // bob's connection, so they must be kept for his next login. (DMs his connection had
+    // already queued are lost with it when it overflows; that is not checked here.)
+    let mut must_replay = Vec::new();
+    let mut dropped = false;
+    for burst in 0..400 {
+        let mut lines = String::new();
+        for _ in 0..5 {
+            lines.push_str(&big);
+            lines.push('\n');
+        }
+        lines.push_str(&format!("/msg bob dm {burst}\n"));
+        alice.send_raw(lines.as_bytes()).await;
+        let mut answers = 0;
+        while answers < 6 {
+            let line = alice.next().await;
+            if line.starts_with("LEAVE #general ") && line.contains(" bob ") {
+                assert!(line.ends_with(" disconnect"), "dropped as too slow: {line}");
+                dropped = true;
+                let before = &alice.seen[alice.seen.len() - 2];
+                if before.starts_with("DM ") {
+                    must_replay.push(before.clone());
+                }
+            } else if line.starts_with("MSG ") || line.starts_with("DM ") {
+                answers += 1;
+                if dropped && line.starts_with("DM ") {
+                    must_replay.push(line);
+                }
+            }
+        }
+        if dropped {
+            break;
+        }
+    }
+    assert!(dropped, "bob was dropped");
+    drop(bob);
+
+    let mut bob = server.connect().await;
+    bob.login("bob", "password-two").await;
+    let replayed: Vec<String> = bob
+        .take_seen()
+        .into_iter()
+        .filter(|l| l.starts_with("DM "))
+        .collect();
+    for dm in &must_replay {
+        assert!(replayed.contains(dm), "{dm} not replayed: {replayed:#?}");
+    }
+    let replayed_ids: Vec<i64> = replayed
+        .iter()
+        .map(|l| field(l, 1).parse().unwrap())
+        .collect();
+    assert!(replayed_ids.windows(2).all(|w| w[0] < w[1]));
+}

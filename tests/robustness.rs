@@ -827,3 +827,22 @@ async fn double_slash_sends_a_message_starting_with_a_slash() {
     assert_eq!(rooms.len(), 2, "{rooms:?}");
     assert!(rooms[0].starts_with("ROOM #general "), "{rooms:?}");
 }
+
+#[tokio::test]
+async fn bye_arrives_even_when_the_client_keeps_sending() {
+    let server = TestServer::start().await;
+    let (mut alice, _bob) = alice_and_bob(&server).await;
+    // `/quit` followed by input the server will never read: closing with unread input must
+    // not turn into a reset that destroys the goodbye.
+    let mut burst = b"/quit\n".to_vec();
+    for _ in 0..2000 {
+        burst.extend_from_slice(b"more input nobody reads\n");
+    }
+    alice.send_raw(&burst).await;
+    let rest = alice.expect_closed().await;
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("BYE quit"),
+        "{rest:#?}"
+    );
+}

@@ -283,3 +283,57 @@ async fn answers_arrive_in_the_order_of_the_requests() {
         ]
     );
 }
+
+#[tokio::test]
+async fn history_answers_do_not_interleave() {
+    let (_server, mut alice, _bob) = two_users().await;
+    for i in 0..30 {
+        alice.send(&format!("m{i}")).await;
+        alice.expect("MSG #general ").await;
+    }
+    let mut burst = Vec::new();
+    for _ in 0..20 {
+        burst.extend_from_slice(b"/history #general 30\n");
+    }
+    alice.send_raw(&burst).await;
+    for answer in 0..20 {
+        let lines = alice.collect_until("END history").await;
+        assert_eq!(lines.len(), 31, "answer {answer} is whole: {lines:#?}");
+        assert!(lines[0].ends_with(" alice m0") && lines[29].ends_with(" alice m29"));
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_sender_costs_only_its_own_messages() {
+    let (server, mut alice, mut bob) = two_users().await;
+    let store = tlschat::store::Store::open(&server.files.db())
+        .await
+        .unwrap();
+    assert!(store.delete_account("alice").await.unwrap());
+    store.close().await;
+    // Both pipeline messages so that they share the server's write batches.
+    for i in 0..20 {
+        alice.send(&format!("ghost {i}")).await;
+        bob.send(&format!("real {i}")).await;
+    }
+    let mut bob_echoes = 0;
+    while bob_echoes < 20 {
+        let line = bob.next().await;
+        assert!(
+            !line.contains("ghost"),
+            "unstored message delivered: {line}"
+        );
+        if line.starts_with("MSG #general ") && line.contains(" bob real ") {
+            bob_echoes += 1;
+        } else {
+            assert!(
+                !line.starts_with("ERR "),
+                "bob's messages must not fail: {line}"
+            );
+        }
+    }
+    for _ in 0..20 {
+        let line = alice.skip_until("ERR ").await;
+        assert!(line.starts_with("ERR server-busy "), "{line}");
+    }
+}

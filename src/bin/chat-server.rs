@@ -129,7 +129,16 @@ fn certificate_paths(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
     let paths = certs::CertPaths::in_dir(&args.certs_dir);
     match (paths.server_cert.exists(), paths.server_key.exists()) {
-        (true, true) => return Ok((paths.server_cert, paths.server_key)),
+        (true, true) => {
+            if !args.hostnames.is_empty() {
+                tracing::warn!(
+                    "--hostname only applies when a certificate is generated; {} exists. \
+                     Run `chat-admin gen-cert --hostname NAME` to make a new one",
+                    paths.server_cert.display()
+                );
+            }
+            return Ok((paths.server_cert, paths.server_key));
+        }
         (true, false) | (false, true) => bail!(
             "only one of {} and {} exists; remove it or run chat-admin gen-cert",
             paths.server_cert.display(),

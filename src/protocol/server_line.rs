@@ -322,6 +322,8 @@ pub enum ByeReason {
     LoginTimeout,
     TooSlow,
     ServerShutdown,
+    /// The server could not set up the session (its storage failed).
+    ServerBusy,
     Other(String),
 }
 
@@ -333,6 +335,7 @@ impl ByeReason {
             Self::LoginTimeout => "login-timeout",
             Self::TooSlow => "too-slow",
             Self::ServerShutdown => "server-shutdown",
+            Self::ServerBusy => "server-busy",
             Self::Other(word) => word,
         }
     }
@@ -344,6 +347,7 @@ impl ByeReason {
             "login-timeout" => Self::LoginTimeout,
             "too-slow" => Self::TooSlow,
             "server-shutdown" => Self::ServerShutdown,
+            "server-busy" => Self::ServerBusy,
             other => Self::Other(other.to_owned()),
         }
     }

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Stopped};
 use crate::protocol::{
     now_millis, ByeReason, ErrorCode, HistoryQuery, LeaveReason, RoomName, ServerLine,
     StoredMessage,
@@ -68,6 +68,9 @@ pub enum Request {
         session: SessionId,
         room: Option<RoomName>,
         query: HistoryQuery,
+        /// The session's one history slot, held until the answer is queued, so a client
+        /// has at most one history read in flight.
+        slot: OwnedSemaphorePermit,
     },
     /// A line the session answered itself (a parse error, `/help`), sent through the hub
     /// so it keeps its place among the answers to earlier requests.
@@ -245,7 +248,8 @@ impl Hub {
                 session,
                 room,
                 query,
-            } => self.history(session, room, query).await,
+                slot,
+            } => self.history(session, room, query, slot).await,
             Request::Say { .. } | Request::Direct { .. } | Request::Reply { .. } => {
                 unreachable!("queued behind the messages, not a control request")
             }
@@ -325,56 +329,88 @@ impl Hub {
                 Pending::Reply { .. } => None,
             })
             .collect();
-        let stored = if messages.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.store.insert_messages(&messages).await
-        };
-        let mut ids = match stored {
-            Ok(ids) => Some(ids.into_iter()),
-            Err(error) => {
-                tracing::error!(%error, count = messages.len(), "could not store messages");
-                None
-            }
-        };
+        let mut ids = self.store_messages(&messages).await.into_iter();
         let not_stored = ServerLine::err(
             ErrorCode::ServerBusy,
             "Message not stored; please send it again",
         )
         .to_bytes();
+        let mut undelivered_dms = Vec::new();
         for pending in batch {
             match pending {
-                Pending::Message { session, message } => {
-                    match ids.as_mut().and_then(Iterator::next) {
-                        Some(id) => self.deliver(message, id),
-                        None => self.push_all(vec![session], &not_stored),
+                Pending::Message { session, message } => match ids.next().flatten() {
+                    Some(id) => {
+                        if !self.deliver(message, id) {
+                            undelivered_dms.push(id);
+                        }
                     }
-                }
+                    None => self.push_all(vec![session], &not_stored),
+                },
                 Pending::Reply { session, line } => self.push_all(vec![session], &line),
+            }
+        }
+        if !undelivered_dms.is_empty() {
+            if let Err(error) = self.store.keep_for_recipient(&undelivered_dms).await {
+                tracing::error!(%error, "could not keep undelivered private messages");
             }
         }
     }
 
-    fn deliver(&mut self, message: NewMessage, id: i64) {
+    /// Stores a batch in one transaction. If that fails, stores the messages one by one, so
+    /// one bad message (its sender's account was just deleted, say) costs only itself.
+    /// Returns each message's id, or `None` where it could not be stored.
+    async fn store_messages(&self, messages: &[NewMessage]) -> Vec<Option<i64>> {
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        match self.store.insert_messages(messages).await {
+            Ok(ids) => return ids.into_iter().map(Some).collect(),
+            Err(error) if messages.len() == 1 => {
+                tracing::error!(%error, "could not store a message");
+                return vec![None];
+            }
+            Err(error) => tracing::warn!(%error, "could not store a batch; storing one by one"),
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self
+                .store
+                .insert_messages(std::slice::from_ref(message))
+                .await
+            {
+                Ok(stored) => ids.push(stored.first().copied()),
+                Err(error) => {
+                    tracing::error!(%error, "could not store a message");
+                    ids.push(None);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Queues a stored message for its recipients. Returns false for a private message that
+    /// reached none of its recipient's connections although it was stored as delivered
+    /// (they were dropped earlier in the same batch), so it is kept for the next login.
+    fn deliver(&mut self, message: NewMessage, id: i64) -> bool {
         match message.recipient {
             Recipient::Room { name, .. } => {
-                let Ok(room) = RoomName::parse(&name) else {
-                    return;
-                };
-                let line = ServerLine::Msg(StoredMessage {
-                    id,
-                    time: message.time,
-                    room: name,
-                    nick: message.sender_nick,
-                    text: message.text,
-                })
-                .to_bytes();
-                self.broadcast_room(&room, &line, None);
+                if let Ok(room) = RoomName::parse(&name) {
+                    let line = ServerLine::Msg(StoredMessage {
+                        id,
+                        time: message.time,
+                        room: name,
+                        nick: message.sender_nick,
+                        text: message.text,
+                    })
+                    .to_bytes();
+                    self.broadcast_room(&room, &line, None);
+                }
+                true
             }
             Recipient::Account {
                 id: to,
                 nick: to_nick,
-                ..
+                online: stored_as_delivered,
             } => {
                 let line = ServerLine::Dm {
                     id,
@@ -384,11 +420,29 @@ impl Hub {
                     text: message.text,
                 }
                 .to_bytes();
-                let mut targets = self.account_sessions(message.sender_id);
-                if to != message.sender_id {
-                    targets.extend(self.account_sessions(to));
+                let mut reached_recipient = false;
+                let mut dropped = Vec::new();
+                for session in self.account_sessions(to) {
+                    let Some(state) = self.sessions.get(&session) else {
+                        continue;
+                    };
+                    match state.outbox.push(line.clone()) {
+                        Ok(()) => reached_recipient = true,
+                        Err(Stopped) => dropped.push(session),
+                    }
                 }
-                self.push_all(targets, &line);
+                if to != message.sender_id {
+                    for session in self.account_sessions(message.sender_id) {
+                        let Some(state) = self.sessions.get(&session) else {
+                            continue;
+                        };
+                        if state.outbox.push(line.clone()).is_err() {
+                            dropped.push(session);
+                        }
+                    }
+                }
+                self.drop_overflowed(dropped);
+                reached_recipient || !stored_as_delivered
             }
         }
     }
@@ -408,10 +462,10 @@ impl Hub {
                 Ok(rooms) => rooms,
                 Err(error) => {
                     tracing::error!(%error, "could not load memberships");
-                    outbox.close(Some(&ServerLine::err(
-                        ErrorCode::ServerBusy,
-                        "Cannot load your rooms; try again",
-                    )));
+                    let error =
+                        ServerLine::err(ErrorCode::ServerBusy, "Cannot load your rooms; try again");
+                    outbox.push_reply(error.to_bytes());
+                    outbox.close(Some(&ServerLine::Bye(ByeReason::ServerBusy)));
                     return;
                 }
             };
@@ -441,7 +495,7 @@ impl Hub {
             Some(room) => format!("You are in {room}."),
             None => "You are in no room; /join #room to start.".to_owned(),
         };
-        outbox.push_bounded_reply(
+        outbox.push_reply(
             ServerLine::Welcome {
                 nick: nick.clone(),
                 text: format!("Logged in. {where_text} Type /help for commands."),
@@ -464,14 +518,14 @@ impl Hub {
                     .or_insert(LiveRoom { online: Vec::new() });
                 live.online.push(account_id);
             }
-            outbox.push_bounded_reply(join);
+            outbox.push_reply(join);
             self.replay_recent(&outbox, *room_id, room).await;
         }
         if first_connection {
             match self.store.take_pending_dms(account_id).await {
                 Ok(dms) => {
                     for dm in dms {
-                        outbox.push_bounded_reply(
+                        outbox.push_reply(
                             ServerLine::Dm {
                                 id: dm.id,
                                 time: dm.time,
@@ -486,7 +540,7 @@ impl Hub {
                 Err(error) => tracing::error!(%error, "could not load kept private messages"),
             }
         }
-        outbox.push_bounded_reply(ServerLine::info(current_room_text(current.as_ref())).to_bytes());
+        outbox.push_reply(ServerLine::info(current_room_text(current.as_ref())).to_bytes());
     }
 
     async fn replay_recent(&self, outbox: &Outbox, room_id: RoomId, room: &RoomName) {
@@ -497,7 +551,7 @@ impl Hub {
         {
             Ok(messages) => {
                 for message in messages {
-                    outbox.push_bounded_reply(ServerLine::Hist(message).to_bytes());
+                    outbox.push_reply(ServerLine::Hist(message).to_bytes());
                 }
             }
             Err(error) => tracing::error!(%error, %room, "could not load history"),
@@ -588,7 +642,7 @@ impl Hub {
         if let Some(state) = self.sessions.get_mut(&session) {
             state.current = Some(room.clone());
             let outbox = state.outbox.clone();
-            outbox.push_bounded_reply(join);
+            outbox.push_reply(join);
             self.replay_recent(&outbox, room_id, &room).await;
         }
     }
@@ -710,7 +764,13 @@ impl Hub {
 
     /// Checks the request here, where memberships live, then reads and sends in a task of its
     /// own at the reader's pace, so a long reply never holds up the hub.
-    async fn history(&mut self, session: SessionId, room: Option<RoomName>, query: HistoryQuery) {
+    async fn history(
+        &mut self,
+        session: SessionId,
+        room: Option<RoomName>,
+        query: HistoryQuery,
+        slot: OwnedSemaphorePermit,
+    ) {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
@@ -727,6 +787,7 @@ impl Hub {
         let outbox = state.outbox.clone();
         let store = self.store.clone();
         self.tracker.spawn(async move {
+            let _slot = slot;
             let messages = match query {
                 HistoryQuery::Last(n) => store.recent_messages(room_id, room.as_str(), n).await,
                 HistoryQuery::After { id, limit } => {
@@ -807,10 +868,17 @@ impl Hub {
         self.drop_overflowed(dropped);
     }
 
+    /// Logs out sessions whose outbox stopped taking lines: too slow, or the peer is gone.
     fn drop_overflowed(&mut self, dropped: Vec<SessionId>) {
         for session in dropped {
-            tracing::info!(session, "dropping a session that reads too slowly");
-            self.logout(session, LeaveReason::Disconnect, None);
+            let failure = self.sessions.get(&session).and_then(|s| s.outbox.failure());
+            tracing::info!(
+                session,
+                ?failure,
+                "dropping a session that no longer takes lines"
+            );
+            let reason = failure.map_or(LeaveReason::Disconnect, |f| f.leave_reason());
+            self.logout(session, reason, None);
         }
     }
 
@@ -825,7 +893,7 @@ impl Hub {
     fn reply_lines(&mut self, session: SessionId, lines: Vec<Bytes>) {
         if let Some(state) = self.sessions.get(&session) {
             for line in lines {
-                state.outbox.push_bounded_reply(line);
+                state.outbox.push_reply(line);
             }
         }
     }
@@ -865,5 +933,123 @@ fn current_room_text(room: Option<&RoomName>) -> String {
     match room {
         Some(room) => format!("Current room: {room}"),
         None => "You are in no room; /join #room to start".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Nick;
+    use crate::server::Failure;
+
+    async fn store_with(nicks: &[&str]) -> (tempfile::TempDir, Store, Vec<AccountId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).await.unwrap();
+        let mut ids = Vec::new();
+        for nick in nicks {
+            let nick = Nick::parse(nick).unwrap();
+            ids.push(
+                store
+                    .create_account(&nick, "not a real hash")
+                    .await
+                    .unwrap(),
+            );
+        }
+        (dir, store, ids)
+    }
+
+    fn login(session: SessionId, account: AccountId, nick: &str, outbox: &Arc<Outbox>) -> Request {
+        Request::Login {
+            session,
+            account,
+            nick: nick.into(),
+            outbox: outbox.clone(),
+        }
+    }
+
+    /// Sends requests back to back: the hub takes them as one batch.
+    async fn run_batch(hub: &HubHandle, requests: Vec<Request>) {
+        for request in requests {
+            assert!(hub.send(request).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dm_after_its_recipient_overflowed_in_the_same_batch_is_kept() {
+        let (_dir, store, ids) = store_with(&["alice", "bob"]).await;
+        let (alice, bob) = (ids[0], ids[1]);
+        let token = CancellationToken::new();
+        let (hub, task) = spawn(
+            store.clone(),
+            20,
+            token.clone(),
+            token.clone(),
+            TaskTracker::new(),
+        );
+        let alice_out = Arc::new(Outbox::new(100, 1 << 20));
+        let bob_out = Arc::new(Outbox::new(3, 1 << 20));
+        run_batch(
+            &hub,
+            vec![
+                login(1, alice, "alice", &alice_out),
+                login(2, bob, "bob", &bob_out),
+            ],
+        )
+        .await;
+
+        let say = |text: &str| Request::Say {
+            session: 1,
+            room: None,
+            text: text.into(),
+        };
+        let dm = Request::Direct {
+            session: 1,
+            to: bob,
+            to_nick: "bob".into(),
+            text: "psst".into(),
+        };
+        // bob takes three live lines; the fourth message overflows him, then the DM follows.
+        run_batch(&hub, vec![say("1"), say("2"), say("3"), say("4"), dm]).await;
+        drop(hub);
+        task.await.unwrap();
+
+        assert_eq!(bob_out.failure(), Some(Failure::TooSlow));
+        let kept = store.take_pending_dms(bob).await.unwrap();
+        assert_eq!(kept.len(), 1, "the DM bob never got is kept");
+        assert_eq!(kept[0].text, "psst");
+    }
+
+    #[tokio::test]
+    async fn a_dm_to_a_connected_recipient_is_not_kept() {
+        let (_dir, store, ids) = store_with(&["alice", "bob"]).await;
+        let token = CancellationToken::new();
+        let (hub, task) = spawn(
+            store.clone(),
+            20,
+            token.clone(),
+            token.clone(),
+            TaskTracker::new(),
+        );
+        let alice_out = Arc::new(Outbox::new(100, 1 << 20));
+        let bob_out = Arc::new(Outbox::new(100, 1 << 20));
+        let dm = Request::Direct {
+            session: 1,
+            to: ids[1],
+            to_nick: "bob".into(),
+            text: "hi".into(),
+        };
+        run_batch(
+            &hub,
+            vec![
+                login(1, ids[0], "alice", &alice_out),
+                login(2, ids[1], "bob", &bob_out),
+                dm,
+            ],
+        )
+        .await;
+        drop(hub);
+        task.await.unwrap();
+        assert_eq!(bob_out.failure(), None);
+        assert!(store.take_pending_dms(ids[1]).await.unwrap().is_empty());
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -21,7 +22,7 @@ mod hub;
 mod outbox;
 mod session;
 
-pub use outbox::{write_loop, Failure, Outbox, Overflowed};
+pub use outbox::{write_loop, Failure, Outbox, Stopped};
 
 use hub::{HubHandle, SessionId};
 use session::Session;
@@ -157,5 +158,16 @@ async fn serve_connection(
     ));
     let write_timeout = config.write_timeout;
     let session = Session::new(id, peer, reader, outbox.clone(), shared.clone());
-    tokio::join!(session.run(), write_loop(writer, &outbox, write_timeout));
+    let (reader, ()) = tokio::join!(session.run(), write_loop(writer, &outbox, write_timeout));
+    linger(reader).await;
+}
+
+/// After our close_notify, reads and discards what the peer still sends, until it closes or a
+/// short while passes. Closing a socket with unread input makes the kernel send a reset,
+/// which can destroy the last lines (a `BYE`) before the peer reads them.
+async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
+    const LINGER: Duration = Duration::from_secs(2);
+    let mut sink = [0u8; 1024];
+    let discard = async { while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }

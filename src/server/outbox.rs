@@ -34,14 +34,20 @@ impl Failure {
     }
 }
 
-/// The queue was full; the outbox has been closed with `BYE too-slow`.
+/// The outbox takes no more lines: it overflowed (and the peer gets `BYE too-slow`), its
+/// writer failed, or it was closed. The caller must treat the session as gone.
 #[derive(Debug)]
-pub struct Overflowed;
+pub struct Stopped;
 
 #[derive(Debug, Default)]
 struct Queue {
     lines: VecDeque<Bytes>,
     bytes: usize,
+    /// Of `lines` and `bytes`, what replies queued past the limits account for; live
+    /// traffic is measured without them, so a login replay never makes the next message
+    /// look like an overflow.
+    reply_lines: usize,
+    reply_bytes: usize,
     /// No more lines are accepted; the writer sends `last_line` (if any) and closes.
     closing: bool,
     last_line: Option<Bytes>,
@@ -59,9 +65,13 @@ pub struct Outbox {
     ready: Notify,
     /// Wakes producers waiting for room (history replays).
     drained: Notify,
-    /// Cancelled when the outbox stops for good, so the session's reader stops too.
+    /// Cancelled when the outbox stops taking lines, so the session's reader stops too.
     closed: CancellationToken,
 }
+
+/// Replies queued past the limits may take the queue to this many times its byte limit;
+/// past that the connection is dropped like any reader that cannot keep up.
+const REPLY_HEADROOM: usize = 4;
 
 impl Outbox {
     pub fn new(max_lines: usize, max_bytes: usize) -> Self {
@@ -82,24 +92,20 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a line. On overflow the queued lines are dropped, the peer will get
-    /// `BYE too-slow`, and the caller must treat the session as gone.
-    pub fn push(&self, line: Bytes) -> Result<(), Overflowed> {
+    /// Queues a line. On overflow the queued lines are dropped and the peer will get
+    /// `BYE too-slow`.
+    pub fn push(&self, line: Bytes) -> Result<(), Stopped> {
         {
             let mut queue = self.lock();
             if queue.closing {
-                return Ok(());
+                return Err(Stopped);
             }
-            if queue.lines.len() >= self.max_lines || queue.bytes + line.len() > self.max_bytes {
-                queue.lines.clear();
-                queue.bytes = 0;
-                queue.closing = true;
-                queue.failure = Some(Failure::TooSlow);
-                queue.last_line = Some(ServerLine::Bye(ByeReason::TooSlow).to_bytes());
+            let live_lines = queue.lines.len() - queue.reply_lines;
+            let live_bytes = queue.bytes - queue.reply_bytes;
+            if live_lines >= self.max_lines || live_bytes + line.len() > self.max_bytes {
                 drop(queue);
-                self.ready.notify_one();
-                self.closed.cancel();
-                return Err(Overflowed);
+                self.overflow();
+                return Err(Stopped);
             }
             queue.bytes += line.len();
             queue.lines.push_back(line);
@@ -108,26 +114,50 @@ impl Outbox {
         Ok(())
     }
 
+    /// Drops what is queued and ends the connection with `BYE too-slow`.
+    fn overflow(&self) {
+        let mut queue = self.lock();
+        queue.lines.clear();
+        queue.bytes = 0;
+        queue.reply_lines = 0;
+        queue.reply_bytes = 0;
+        queue.closing = true;
+        queue.failure.get_or_insert(Failure::TooSlow);
+        queue.last_line = Some(ServerLine::Bye(ByeReason::TooSlow).to_bytes());
+        drop(queue);
+        self.ready.notify_one();
+        self.closed.cancel();
+        self.drained.notify_waiters();
+    }
+
     /// Formats and queues one line for this connection only.
-    pub fn send(&self, line: &ServerLine) -> Result<(), Overflowed> {
+    pub fn send(&self, line: &ServerLine) -> Result<(), Stopped> {
         self.push(line.to_bytes())
     }
 
-    /// Queues a line past the limits. Only for replies whose size is bounded by design (the
-    /// replay of a login or a `/join`), which must not cost the session its connection.
-    pub fn push_bounded_reply(&self, line: Bytes) {
+    /// Queues a reply past the usual limits: the replay of a login or a `/join`, a room or
+    /// member list. A reader that lets such replies pile up beyond [`REPLY_HEADROOM`] times
+    /// the byte limit is dropped as too slow; the session notices and logs itself out.
+    pub fn push_reply(&self, line: Bytes) {
         let mut queue = self.lock();
-        if !queue.closing {
-            queue.bytes += line.len();
-            queue.lines.push_back(line);
-            drop(queue);
-            self.ready.notify_one();
+        if queue.closing {
+            return;
         }
+        if queue.bytes + line.len() > self.max_bytes * REPLY_HEADROOM {
+            drop(queue);
+            return self.overflow();
+        }
+        queue.bytes += line.len();
+        queue.reply_bytes += line.len();
+        queue.reply_lines += 1;
+        queue.lines.push_back(line);
+        drop(queue);
+        self.ready.notify_one();
     }
 
     /// Queues a line once the queue is at most half full, waiting for the writer otherwise,
     /// so long replies (`/history 500`) follow the peer's pace instead of overflowing.
-    pub async fn push_paced(&self, line: Bytes) -> Result<(), Overflowed> {
+    pub async fn push_paced(&self, line: Bytes) -> Result<(), Stopped> {
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -135,7 +165,7 @@ impl Outbox {
             {
                 let queue = self.lock();
                 if queue.closing {
-                    return Err(Overflowed);
+                    return Err(Stopped);
                 }
                 let has_room = queue.lines.len() < self.max_lines / 2
                     && queue.bytes + line.len() <= self.max_bytes / 2;
@@ -146,12 +176,13 @@ impl Outbox {
             }
             tokio::select! {
                 _ = drained => {}
-                _ = self.closed.cancelled() => return Err(Overflowed),
+                _ = self.closed.cancelled() => return Err(Stopped),
             }
         }
     }
 
     /// Stops taking lines; the writer sends what is queued, then `last`, then closes TLS.
+    /// The session's reader is told to stop too.
     pub fn close(&self, last: Option<&ServerLine>) {
         let mut queue = self.lock();
         if queue.closing {
@@ -161,12 +192,17 @@ impl Outbox {
         queue.last_line = last.map(ServerLine::to_bytes);
         drop(queue);
         self.ready.notify_one();
+        self.closed.cancel();
+        self.drained.notify_waiters();
     }
 
     fn fail(&self, failure: Failure) {
         let mut queue = self.lock();
         queue.closing = true;
         queue.lines.clear();
+        queue.bytes = 0;
+        queue.reply_lines = 0;
+        queue.reply_bytes = 0;
         queue.last_line = None;
         queue.failure.get_or_insert(failure);
         drop(queue);
@@ -179,8 +215,8 @@ impl Outbox {
         self.lock().failure
     }
 
-    /// Resolves when the outbox stopped on its own (overflow, write timeout, broken socket).
-    pub async fn failed(&self) {
+    /// Resolves once the outbox takes no more lines: closed, overflowed, or its peer gone.
+    pub async fn stopped(&self) {
         self.closed.cancelled().await
     }
 
@@ -195,6 +231,8 @@ impl Outbox {
                         buf.extend_from_slice(&line);
                     }
                     queue.bytes = 0;
+                    queue.reply_lines = 0;
+                    queue.reply_bytes = 0;
                     drop(queue);
                     self.drained.notify_waiters();
                     return true;
@@ -267,6 +305,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replies_do_not_use_up_the_live_budget_but_have_a_cap() {
+        let outbox = Outbox::new(4, 100);
+        for _ in 0..10 {
+            outbox.push_reply(Bytes::from_static(b"0123456789012345678\n"));
+        }
+        outbox.push(Bytes::from_static(b"live\n")).unwrap();
+        assert_eq!(outbox.failure(), None);
+        for _ in 0..10 {
+            outbox.push_reply(Bytes::from_static(b"0123456789012345678\n"));
+        }
+        assert_eq!(
+            outbox.failure(),
+            Some(Failure::TooSlow),
+            "past 4x the byte limit"
+        );
+    }
+
+    #[tokio::test]
     async fn byte_limit_counts_too() {
         let outbox = Outbox::new(100, 10);
         outbox.push(Bytes::from_static(b"12345\n")).unwrap();
@@ -279,7 +335,7 @@ mod tests {
         outbox.send(&ServerLine::info("one")).unwrap();
         outbox.send(&ServerLine::info("two")).unwrap();
         outbox.close(Some(&ServerLine::Bye(ByeReason::Quit)));
-        outbox.send(&ServerLine::info("late")).unwrap();
+        assert!(outbox.send(&ServerLine::info("late")).is_err());
         let (mut client, server) = tokio::io::duplex(1024);
         write_loop(server, &outbox, Duration::from_secs(1)).await;
         let mut received = String::new();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
+use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 
 use super::hub::{Request, SessionId};
@@ -38,8 +39,8 @@ enum Event {
     Line(InboundLine),
     /// The peer closed the stream or it broke.
     Closed,
-    /// The outbox gave up on the peer (too slow, write timeout, broken socket).
-    OutboxFailed,
+    /// The outbox takes no more lines: the hub closed it, or it gave up on the peer.
+    OutboxStopped,
     Shutdown,
 }
 
@@ -50,6 +51,8 @@ struct LoggedIn {
 
 pub(super) struct Session<R> {
     id: SessionId,
+    /// One permit: a session's `/history` requests are answered one after another.
+    history_slot: Arc<Semaphore>,
     peer: SocketAddr,
     lines: FramedRead<R, LineCodec>,
     outbox: Arc<Outbox>,
@@ -67,6 +70,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         let lines = FramedRead::new(reader, LineCodec::new(shared.config.max_line));
         Self {
             id,
+            history_slot: Arc::new(Semaphore::new(1)),
             peer,
             lines,
             outbox,
@@ -74,7 +78,13 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
-    pub(super) async fn run(mut self) {
+    /// Runs the session and hands back the read half, for a lingering close.
+    pub(super) async fn run(mut self) -> R {
+        self.serve().await;
+        self.lines.into_inner()
+    }
+
+    async fn serve(&mut self) {
         let login_timeout = self.shared.config.login_timeout;
         let logged_in = match tokio::time::timeout(login_timeout, self.login()).await {
             Ok(Some(logged_in)) => logged_in,
@@ -116,7 +126,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         tokio::select! {
             biased;
             () = self.shared.shutdown.cancelled() => Event::Shutdown,
-            () = self.outbox.failed() => Event::OutboxFailed,
+            () = self.outbox.stopped() => Event::OutboxStopped,
             line = self.lines.next() => match line {
                 Some(Ok(line)) => Event::Line(line),
                 Some(Err(_)) | None => Event::Closed,
@@ -125,7 +135,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     fn send(&self, line: ServerLine) {
-        // An overflow closes the outbox and surfaces as `Event::OutboxFailed`.
+        // An overflow closes the outbox and surfaces as `Event::OutboxStopped`.
         let _ = self.outbox.send(&line);
     }
 
@@ -172,7 +182,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                         .close(Some(&ServerLine::Bye(ByeReason::ServerShutdown)));
                     return None;
                 }
-                Event::Closed | Event::OutboxFailed => {
+                Event::Closed | Event::OutboxStopped => {
                     self.outbox.close(None);
                     return None;
                 }
@@ -252,7 +262,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     continue;
                 }
                 Event::Closed => return (LeaveReason::Disconnect, None),
-                Event::OutboxFailed => {
+                Event::OutboxStopped => {
                     let failure = self.outbox.failure();
                     return (
                         failure.map_or(LeaveReason::Disconnect, |f| f.leave_reason()),
@@ -285,11 +295,21 @@ impl<R: AsyncRead + Unpin> Session<R> {
             Command::Part(room) => Request::Part { session, room },
             Command::Rooms => Request::Rooms { session },
             Command::Who(room) => Request::Who { session, room },
-            Command::History { room, query } => Request::History {
-                session,
-                room,
-                query,
-            },
+            Command::History { room, query } => {
+                // Waiting here stops this client's reading until its previous answer is out.
+                let slot = tokio::select! {
+                    slot = self.history_slot.clone().acquire_owned() => slot.ok(),
+                    () = self.outbox.stopped() => None,
+                    () = self.shared.shutdown.cancelled() => None,
+                };
+                let Some(slot) = slot else { return };
+                Request::History {
+                    session,
+                    room,
+                    query,
+                    slot,
+                }
+            }
             Command::Msg { to, text } => match self.shared.store.find_account(to.as_str()).await {
                 Ok(Some(account)) => Request::Direct {
                     session,

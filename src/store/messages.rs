@@ -108,6 +108,21 @@ impl Store {
         Ok(to_messages(rows, room_name))
     }
 
+    /// Keeps private messages for their recipients' next login after all.
+    pub async fn keep_for_recipient(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE messages SET pending = 1 WHERE id = ? AND recipient_id IS NOT NULL",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Returns the private messages kept for an account and marks them delivered.
     pub async fn take_pending_dms(&self, account: AccountId) -> Result<Vec<PendingDm>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
