@@ -846,3 +846,30 @@ async fn bye_arrives_even_when_the_client_keeps_sending() {
         "{rest:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_times_out_with_leave_timeout() {
+    // A queue far larger than the socket buffers, so the write stalls before it overflows.
+    let config = Config {
+        outbox_max_lines: 1_000_000,
+        outbox_max_bytes: 256 * 1024 * 1024,
+        write_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let (mut alice, _bob_who_never_reads) = alice_and_bob(&server).await;
+    let big = "y".repeat(4000);
+    for sent in 0..20_000 {
+        alice.send(&big).await;
+        let line = alice.next().await;
+        if line.starts_with("LEAVE #general ") {
+            assert!(line.ends_with(" bob timeout"), "{line}");
+            return;
+        }
+        assert!(
+            line.starts_with("MSG #general "),
+            "{line} after {sent} messages"
+        );
+    }
+    panic!("bob's stalled connection was never timed out");
+}
