@@ -29,6 +29,12 @@ pub struct Config {
     pub replay_per_room: u32,
     /// On shutdown, how long sessions get to receive their last lines.
     pub shutdown_grace: Duration,
+    /// Lines a connection may send at once before flood control refuses them.
+    pub flood_burst: u32,
+    /// Lines per second a connection may send after its burst.
+    pub flood_per_second: f64,
+    /// Refused lines tolerated (refilled at the same rate) before `BYE flooding`.
+    pub flood_tolerated: u32,
 }
 
 /// Room for the fields in front of a message's text in `MSG` and `HIST` lines.
@@ -49,11 +55,15 @@ impl Config {
             ("outbox_max_lines", self.outbox_max_lines),
             ("max_connections", self.max_connections),
             ("hash_concurrency", self.hash_concurrency),
+            ("flood_burst", self.flood_burst as usize),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if !(self.flood_per_second.is_finite() && self.flood_per_second > 0.0) {
+            return Err("flood_per_second must be a positive number".into());
         }
         Ok(())
     }
@@ -73,6 +83,9 @@ impl Default for Config {
             hash_wait: Duration::from_secs(5),
             replay_per_room: REPLAY_PER_ROOM,
             shutdown_grace: Duration::from_secs(10),
+            flood_burst: 10,
+            flood_per_second: 5.0,
+            flood_tolerated: 20,
         }
     }
 }

@@ -153,7 +153,7 @@ async fn history_and_kept_messages_survive_a_restart() {
     drop(alice);
     let files = server.stop().await;
 
-    let server = TestServer::start_on(files, Config::default()).await;
+    let server = TestServer::start_on(files, common::test_config()).await;
     let mut alice = server.login("alice", "password-one").await;
     alice.send("/history #ops").await;
     let lines = alice.collect_until("END history").await;
@@ -172,7 +172,7 @@ async fn a_private_message_to_a_dropped_reader_is_kept_for_its_next_login() {
         outbox_max_lines: 16,
         outbox_max_bytes: 64 * 1024,
         write_timeout: std::time::Duration::from_secs(2),
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     server.add_user("alice", "password-one").await;

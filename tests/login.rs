@@ -98,7 +98,7 @@ async fn blank_lines_during_login_are_ignored_and_bad_lines_reported() {
 async fn login_timeout_says_bye_and_closes() {
     let config = Config {
         login_timeout: Duration::from_millis(500),
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut client = server.connect().await;
@@ -111,7 +111,7 @@ async fn login_timeout_says_bye_and_closes() {
 async fn stalled_tls_handshake_is_dropped() {
     let config = Config {
         handshake_timeout: Duration::from_millis(300),
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();

@@ -418,7 +418,7 @@ async fn s_client_line_endings_and_long_lines_work_by_hand() {
     }
     let config = Config {
         max_line: 64,
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     server.add_user("alice", ALICE_PASSWORD).await;

@@ -456,7 +456,7 @@ async fn a_reader_that_stops_reading_is_dropped_and_the_room_goes_on() {
         outbox_max_lines: 16,
         outbox_max_bytes: 32 * 1024,
         write_timeout: Duration::from_secs(2),
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     for (nick, password) in [ALICE, BOB, CAROL] {
@@ -854,7 +854,7 @@ async fn a_peer_that_stops_reading_times_out_with_leave_timeout() {
         outbox_max_lines: 1_000_000,
         outbox_max_bytes: 256 * 1024 * 1024,
         write_timeout: Duration::from_secs(1),
-        ..Config::default()
+        ..common::test_config()
     };
     let server = TestServer::start_with(config).await;
     let (mut alice, _bob_who_never_reads) = alice_and_bob(&server).await;

@@ -48,6 +48,15 @@ struct Args {
     /// Seconds sessions get to receive their last lines on shutdown.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Flood control: lines a connection may send at once.
+    #[arg(long, env = "CHAT_FLOOD_BURST", default_value_t = 10)]
+    flood_burst: u32,
+    /// Flood control: lines per second after the burst.
+    #[arg(long, env = "CHAT_FLOOD_RATE", default_value_t = 5.0)]
+    flood_rate: f64,
+    /// Flood control: refused lines tolerated before `BYE flooding`.
+    #[arg(long, env = "CHAT_FLOOD_TOLERATED", default_value_t = 20)]
+    flood_tolerated: u32,
     /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
     #[arg(long, env = "CHAT_LOG", default_value = "info")]
     log: String,
@@ -78,6 +87,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let config = config_from(&args);
+    config
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
     let (cert, key) = certificate_paths(&args)?;
     let tls_config = tls::server_config(&cert, &key)?;
     let leaf = tls::load_certs(&cert)?;
@@ -109,16 +122,22 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("listening on {local}");
 
-    let config = Config {
-        login_timeout: Duration::from_secs(args.login_timeout),
-        max_line: args.max_line,
-        shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        ..Config::default()
-    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     tlschat::server::run(listener, tls_config, store, config, shutdown).await?;
     Ok(())
+}
+
+fn config_from(args: &Args) -> Config {
+    Config {
+        login_timeout: Duration::from_secs(args.login_timeout),
+        max_line: args.max_line,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        flood_burst: args.flood_burst,
+        flood_per_second: args.flood_rate,
+        flood_tolerated: args.flood_tolerated,
+        ..Config::default()
+    }
 }
 
 /// The flags' certificate, else the one in the certificate folder, else a new development

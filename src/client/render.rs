@@ -70,6 +70,7 @@ pub fn bye_words(reason: &ByeReason) -> String {
         ByeReason::LoginTimeout => "you did not log in in time".into(),
         ByeReason::TooSlow => "your connection could not keep up".into(),
         ByeReason::ServerShutdown => "the server is shutting down".into(),
+        ByeReason::Flooding => "you sent too much, too fast".into(),
         ByeReason::ServerBusy => "the server could not set up your session; try again".into(),
         ByeReason::Other(word) => word.clone(),
     }

@@ -324,6 +324,8 @@ pub enum ByeReason {
     ServerShutdown,
     /// The server could not set up the session (its storage failed).
     ServerBusy,
+    /// The client kept sending faster than flood control allows.
+    Flooding,
     Other(String),
 }
 
@@ -336,6 +338,7 @@ impl ByeReason {
             Self::TooSlow => "too-slow",
             Self::ServerShutdown => "server-shutdown",
             Self::ServerBusy => "server-busy",
+            Self::Flooding => "flooding",
             Self::Other(word) => word,
         }
     }
@@ -348,6 +351,7 @@ impl ByeReason {
             "too-slow" => Self::TooSlow,
             "server-shutdown" => Self::ServerShutdown,
             "server-busy" => Self::ServerBusy,
+            "flooding" => Self::Flooding,
             other => Self::Other(other.to_owned()),
         }
     }

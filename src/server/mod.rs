@@ -18,10 +18,12 @@ use crate::auth::{AuthError, Passwords};
 use crate::config::Config;
 use crate::store::Store;
 
+mod flood;
 mod hub;
 mod outbox;
 mod session;
 
+pub use flood::{FloodGuard, TokenBucket, Verdict};
 pub use outbox::{write_loop, Failure, Outbox, Stopped};
 
 use hub::{HubHandle, SessionId};

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use super::flood::{FloodGuard, Verdict};
 use super::hub::{Request, SessionId};
 use super::outbox::Outbox;
 use super::Shared;
@@ -34,9 +36,27 @@ const HELP: &[&str] = &[
     "  /quit                      leave",
 ];
 
+fn new_flood_guard(shared: &Shared) -> FloodGuard {
+    let config = &shared.config;
+    FloodGuard::new(
+        config.flood_burst,
+        config.flood_per_second,
+        config.flood_tolerated,
+        Instant::now(),
+    )
+}
+
+fn rate_limited() -> ServerLine {
+    ServerLine::err(ErrorCode::RateLimited, "Slow down: that line was not sent")
+}
+
 /// What woke a waiting session.
 enum Event {
     Line(InboundLine),
+    /// A line refused by flood control.
+    RateLimited,
+    /// Flood control gave up on this client.
+    Flooding,
     /// The peer closed the stream or it broke.
     Closed,
     /// The outbox takes no more lines: the hub closed it, or it gave up on the peer.
@@ -53,6 +73,7 @@ pub(super) struct Session<R> {
     id: SessionId,
     /// One permit: a session's `/history` requests are answered one after another.
     history_slot: Arc<Semaphore>,
+    flood: FloodGuard,
     peer: SocketAddr,
     lines: FramedRead<R, LineCodec>,
     outbox: Arc<Outbox>,
@@ -68,9 +89,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
         shared: Arc<Shared>,
     ) -> Self {
         let lines = FramedRead::new(reader, LineCodec::new(shared.config.max_line));
+        let flood = new_flood_guard(&shared);
         Self {
             id,
             history_slot: Arc::new(Semaphore::new(1)),
+            flood,
             peer,
             lines,
             outbox,
@@ -97,6 +120,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
             }
         };
         tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, "logged in");
+        // The login answers were limited on their own; chatting starts with a full burst.
+        self.flood = new_flood_guard(&self.shared);
         let login = Request::Login {
             session: self.id,
             account: logged_in.account,
@@ -128,7 +153,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
             () = self.shared.shutdown.cancelled() => Event::Shutdown,
             () = self.outbox.stopped() => Event::OutboxStopped,
             line = self.lines.next() => match line {
-                Some(Ok(line)) => Event::Line(line),
+                // Every line costs a token, whatever it holds, before any work is done for it.
+                Some(Ok(line)) => match self.flood.check(Instant::now()) {
+                    Verdict::Accept => Event::Line(line),
+                    Verdict::Reject => Event::RateLimited,
+                    Verdict::Disconnect => Event::Flooding,
+                },
                 Some(Err(_)) | None => Event::Closed,
             },
         }
@@ -176,6 +206,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     if let Some(error) = self.bad_line_error(&line) {
                         self.send(error);
                     }
+                }
+                Event::RateLimited => self.send(rate_limited()),
+                Event::Flooding => {
+                    self.outbox
+                        .close(Some(&ServerLine::Bye(ByeReason::Flooding)));
+                    return None;
                 }
                 Event::Shutdown => {
                     self.outbox
@@ -261,6 +297,14 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     }
                     continue;
                 }
+                Event::RateLimited => {
+                    self.reply(rate_limited()).await;
+                    continue;
+                }
+                Event::Flooding => {
+                    tracing::info!(peer = %self.peer, nick = %me.nick, "disconnected for flooding");
+                    return (LeaveReason::Disconnect, Some(ByeReason::Flooding));
+                }
                 Event::Closed => return (LeaveReason::Disconnect, None),
                 Event::OutboxStopped => {
                     let failure = self.outbox.failure();
@@ -273,7 +317,6 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     return (LeaveReason::Disconnect, Some(ByeReason::ServerShutdown))
                 }
             };
-            // Flood control hooks in here, before any work is done for the line.
             match parse_command(&text) {
                 Ok(None) => {}
                 Ok(Some(Command::Quit)) => return (LeaveReason::Quit, Some(ByeReason::Quit)),

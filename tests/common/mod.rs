@@ -25,6 +25,27 @@ use tlschat::Config;
 /// How long a test waits for a line it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The defaults, but with flood control out of the way: most tests pipeline many lines.
+/// Tests of flood control set its limits themselves.
+pub fn test_config() -> Config {
+    Config {
+        flood_burst: 1_000_000,
+        flood_per_second: 1_000_000.0,
+        flood_tolerated: 1_000_000,
+        ..Config::default()
+    }
+}
+
+/// The same for the `chat-server` binary.
+pub const NO_FLOOD_LIMITS: [&str; 6] = [
+    "--flood-burst",
+    "1000000",
+    "--flood-rate",
+    "1000000",
+    "--flood-tolerated",
+    "1000000",
+];
+
 /// The files one server instance uses; kept across restarts.
 pub struct ServerFiles {
     pub dir: TempDir,
@@ -79,7 +100,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(Config::default()).await
+        Self::start_with(test_config()).await
     }
 
     pub async fn start_with(config: Config) -> Self {
@@ -293,6 +314,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
             .current_dir(cwd)
             .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(NO_FLOOD_LIMITS)
             .arg("--db")
             .arg(db)
             .arg("--certs-dir")
