@@ -19,8 +19,20 @@ pub struct Config {
     pub outbox_max_lines: usize,
     /// Outgoing bytes queued for one connection before it is dropped with `BYE too-slow`.
     pub outbox_max_bytes: usize,
-    /// Concurrent connections, logged in or not.
+    /// Concurrent connections, logged in or not; more are closed before their handshake.
     pub max_connections: usize,
+    /// Concurrent connections from one address (an IPv4 address or an IPv6 /64).
+    pub max_per_address: u32,
+    /// New connections one address may open at once...
+    pub new_per_address_burst: u32,
+    /// ...and per second after that.
+    pub new_per_address_per_second: f64,
+    /// Idle time before TCP keepalive probes start, so a peer that vanished (a sleeping
+    /// laptop, an expired NAT mapping) is noticed.
+    pub keepalive_idle: Duration,
+    /// How long sent data may stay unacknowledged before the kernel gives up on the peer
+    /// (`TCP_USER_TIMEOUT`, Linux).
+    pub dead_peer_timeout: Duration,
     /// Password hashes computed at once (each takes 19 MiB and one core for tens of ms).
     pub hash_concurrency: usize,
     /// How long a login waits for a hashing slot before `ERR server-busy`.
@@ -56,14 +68,25 @@ impl Config {
             ("max_connections", self.max_connections),
             ("hash_concurrency", self.hash_concurrency),
             ("flood_burst", self.flood_burst as usize),
+            ("max_per_address", self.max_per_address as usize),
+            ("new_per_address_burst", self.new_per_address_burst as usize),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if !(self.flood_per_second.is_finite() && self.flood_per_second > 0.0) {
-            return Err("flood_per_second must be a positive number".into());
+        let rates = [
+            ("flood_per_second", self.flood_per_second),
+            (
+                "new_per_address_per_second",
+                self.new_per_address_per_second,
+            ),
+        ];
+        for (name, rate) in rates {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!("{name} must be a positive number"));
+            }
         }
         Ok(())
     }
@@ -79,6 +102,11 @@ impl Default for Config {
             outbox_max_lines: 1024,
             outbox_max_bytes: 256 * 1024,
             max_connections: 10_000,
+            max_per_address: 64,
+            new_per_address_burst: 32,
+            new_per_address_per_second: 2.0,
+            keepalive_idle: Duration::from_secs(60),
+            dead_peer_timeout: Duration::from_secs(90),
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hash_wait: Duration::from_secs(5),
             replay_per_room: REPLAY_PER_ROOM,

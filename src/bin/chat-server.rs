@@ -48,6 +48,18 @@ struct Args {
     /// Seconds sessions get to receive their last lines on shutdown.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Concurrent connections; more are closed before their TLS handshake.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Concurrent connections from one address (IPv4 address, IPv6 /64).
+    #[arg(long, env = "CHAT_MAX_PER_ADDRESS", default_value_t = 64)]
+    max_per_address: u32,
+    /// New connections one address may open at once.
+    #[arg(long, env = "CHAT_NEW_PER_ADDRESS_BURST", default_value_t = 32)]
+    new_per_address_burst: u32,
+    /// New connections per second one address may open after that.
+    #[arg(long, env = "CHAT_NEW_PER_ADDRESS_RATE", default_value_t = 2.0)]
+    new_per_address_rate: f64,
     /// Flood control: lines a connection may send at once.
     #[arg(long, env = "CHAT_FLOOD_BURST", default_value_t = 10)]
     flood_burst: u32,
@@ -133,6 +145,10 @@ fn config_from(args: &Args) -> Config {
         login_timeout: Duration::from_secs(args.login_timeout),
         max_line: args.max_line,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        max_connections: args.max_connections,
+        max_per_address: args.max_per_address,
+        new_per_address_burst: args.new_per_address_burst,
+        new_per_address_per_second: args.new_per_address_rate,
         flood_burst: args.flood_burst,
         flood_per_second: args.flood_rate,
         flood_tolerated: args.flood_tolerated,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,10 +19,12 @@ use crate::store::Store;
 
 mod flood;
 mod hub;
+mod limits;
 mod outbox;
 mod session;
 
 pub use flood::{FloodGuard, TokenBucket, Verdict};
+pub use limits::{AddressKey, AddressLimitSettings, ConnectionLimits, ConnectionPermit, Refusal};
 pub use outbox::{write_loop, Failure, Outbox, Stopped};
 
 use hub::{HubHandle, SessionId};
@@ -73,7 +74,12 @@ pub async fn run(
         tracker.clone(),
     );
     let grace = config.shutdown_grace;
-    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    let limits = ConnectionLimits::new(AddressLimitSettings {
+        max_connections: config.max_connections,
+        max_per_address: config.max_per_address,
+        new_per_address_burst: config.new_per_address_burst,
+        new_per_address_per_second: config.new_per_address_per_second,
+    });
     let shared = Arc::new(Shared {
         hub,
         store: store.clone(),
@@ -85,29 +91,28 @@ pub async fn run(
 
     let mut next_session: SessionId = 0;
     loop {
-        // A slot is taken before accepting, so excess connections wait in the kernel's
-        // backlog instead of costing a task and a handshake.
-        let slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            slot = connection_slots.clone().acquire_owned() => slot.expect("never closed"),
-        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, peer)) => {
-                next_session += 1;
-                let task = serve_connection(
-                    next_session,
-                    tcp,
-                    peer,
-                    acceptor.clone(),
-                    shared.clone(),
-                    slot,
-                );
-                tracker.spawn(task);
-            }
+            // Limits are checked before any TLS work: a refused connection costs an accept
+            // and a close, nothing more.
+            Ok((tcp, peer)) => match limits.admit(peer.ip(), tokio::time::Instant::now()) {
+                Ok(permit) => {
+                    next_session += 1;
+                    let task = serve_connection(
+                        next_session,
+                        tcp,
+                        peer,
+                        acceptor.clone(),
+                        shared.clone(),
+                        permit,
+                    );
+                    tracker.spawn(task);
+                }
+                Err(refusal) => tracing::debug!(%peer, ?refusal, "connection refused"),
+            },
             Err(error) => {
                 // Typically EMFILE: back off briefly instead of spinning; users already
                 // connected chat on.
@@ -139,10 +144,9 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
+    _permit: ConnectionPermit,
 ) {
-    // Chat lines are small and latency matters more than packet count.
-    let _ = tcp.set_nodelay(true);
+    configure_socket(&tcp, &shared.config);
     let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp));
     let tls = tokio::select! {
         () = shared.shutdown.cancelled() => return,
@@ -162,6 +166,19 @@ async fn serve_connection(
     let session = Session::new(id, peer, reader, outbox.clone(), shared.clone());
     let (reader, ()) = tokio::join!(session.run(), write_loop(writer, &outbox, write_timeout));
     linger(reader).await;
+}
+
+fn configure_socket(tcp: &TcpStream, config: &Config) {
+    // Chat lines are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(config.keepalive_idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket.set_tcp_user_timeout(Some(config.dead_peer_timeout));
 }
 
 /// After our close_notify, reads and discards what the peer still sends, until it closes or a

@@ -25,24 +25,33 @@ use tlschat::Config;
 /// How long a test waits for a line it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// The defaults, but with flood control out of the way: most tests pipeline many lines.
-/// Tests of flood control set its limits themselves.
+/// The defaults, but with the abuse limits out of the way: most tests pipeline many lines
+/// and open many connections from one address. Tests of those limits set them themselves.
 pub fn test_config() -> Config {
     Config {
         flood_burst: 1_000_000,
         flood_per_second: 1_000_000.0,
         flood_tolerated: 1_000_000,
+        max_per_address: 1_000_000,
+        new_per_address_burst: 1_000_000,
+        new_per_address_per_second: 1_000_000.0,
         ..Config::default()
     }
 }
 
 /// The same for the `chat-server` binary.
-pub const NO_FLOOD_LIMITS: [&str; 6] = [
+pub const GENEROUS_LIMITS: [&str; 12] = [
     "--flood-burst",
     "1000000",
     "--flood-rate",
     "1000000",
     "--flood-tolerated",
+    "1000000",
+    "--max-per-address",
+    "1000000",
+    "--new-per-address-burst",
+    "1000000",
+    "--new-per-address-rate",
     "1000000",
 ];
 
@@ -314,7 +323,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
             .current_dir(cwd)
             .args(["--listen", "127.0.0.1:0", "--log", "info"])
-            .args(NO_FLOOD_LIMITS)
+            .args(GENEROUS_LIMITS)
             .arg("--db")
             .arg(db)
             .arg("--certs-dir")

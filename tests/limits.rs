@@ -1,0 +1,138 @@
+//! Connection limits and handshake abuse: refused before any TLS work, others unaffected.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{test_config, TestServer};
+use tlschat::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A raw TCP connection that the server closes without a word when it is refused.
+async fn closed_without_tls(server: &TestServer) -> bool {
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    // A refused connection is closed at once; an admitted one waits for a ClientHello.
+    let mut buf = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped_and_freed() {
+    let config = Config {
+        max_per_address: 2,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    let mut first = server.connect().await;
+    first.expect("NICK").await;
+    let mut second = server.connect().await;
+    second.expect("NICK").await;
+    assert!(
+        closed_without_tls(&server).await,
+        "a third connection is refused"
+    );
+    drop(first);
+    // The place is freed when the first connection's task has ended.
+    let mut admitted = false;
+    for _ in 0..50 {
+        if !closed_without_tls(&server).await {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "a closed connection frees its place");
+    second.send("still usable").await;
+}
+
+#[tokio::test]
+async fn new_connections_per_address_are_rate_limited() {
+    let config = Config {
+        new_per_address_burst: 3,
+        new_per_address_per_second: 0.001,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    for _ in 0..3 {
+        let mut client = server.connect().await;
+        client.expect("NICK").await;
+    }
+    assert!(
+        closed_without_tls(&server).await,
+        "the fourth new connection is refused"
+    );
+}
+
+#[tokio::test]
+async fn the_global_cap_refuses_before_the_handshake() {
+    let config = Config {
+        max_connections: 2,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    let mut alice = server.login("alice", "password-one").await;
+    let mut other = server.connect().await;
+    other.expect("NICK").await;
+    assert!(closed_without_tls(&server).await);
+    alice.send("the logged-in user chats on").await;
+    alice.expect("MSG #general ").await;
+}
+
+#[tokio::test]
+async fn plaintext_http_to_the_tls_port_gets_no_http_answer() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    let mut alice = server.login("alice", "password-one").await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/"),
+        "{answer:?}"
+    );
+    alice.send("unaffected").await;
+    alice.expect("MSG #general ").await;
+}
+
+#[tokio::test]
+async fn a_trickled_client_hello_is_cut_off_while_others_log_in() {
+    let config = Config {
+        handshake_timeout: Duration::from_secs(1),
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    // The start of a TLS record holding a ClientHello, one byte at a time.
+    let hello_start = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let trickle = tokio::spawn(async move {
+        for byte in hello_start.iter().cycle().take(100) {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buf = [0u8; 64];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+            {
+                return true;
+            }
+        }
+        false
+    });
+    // Meanwhile others complete their handshakes and log in.
+    let mut alice = server.login("alice", "password-one").await;
+    alice.send("hello").await;
+    alice.expect("MSG #general ").await;
+    assert!(trickle.await.unwrap(), "the trickling peer was cut off");
+}
