@@ -37,6 +37,19 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// How long a login waits for a hashing slot before `ERR server-busy`.
     pub hash_wait: Duration,
+    /// The wait before answering after one failed login; it doubles with each further
+    /// failure from the same address or for the same nickname.
+    pub login_failure_delay: Duration,
+    /// The longest wait an address's failures cause; also how long an address that failed
+    /// `login_refuse_after` times is refused after its last failure.
+    pub login_max_address_delay: Duration,
+    /// The longest wait a nickname's failures cause (a nickname is never refused, so its
+    /// owner is never locked out).
+    pub login_max_account_delay: Duration,
+    /// Failed logins from one address before it is refused with `ERR rate-limited`.
+    pub login_refuse_after: u32,
+    /// Failed logins older than this no longer count.
+    pub login_forget_after: Duration,
     /// Stored messages replayed per room on login and `/join`.
     pub replay_per_room: u32,
     /// On shutdown, how long sessions get to receive their last lines.
@@ -108,7 +121,12 @@ impl Default for Config {
             keepalive_idle: Duration::from_secs(60),
             dead_peer_timeout: Duration::from_secs(90),
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            hash_wait: Duration::from_secs(5),
+            hash_wait: Duration::from_secs(2),
+            login_failure_delay: Duration::from_millis(250),
+            login_max_address_delay: Duration::from_secs(60),
+            login_max_account_delay: Duration::from_secs(8),
+            login_refuse_after: 10,
+            login_forget_after: Duration::from_secs(15 * 60),
             replay_per_room: REPLAY_PER_ROOM,
             shutdown_grace: Duration::from_secs(10),
             flood_burst: 10,

@@ -108,14 +108,25 @@ pub async fn connect(
     tls: Arc<ClientConfig>,
 ) -> Result<(LineReader, LineWriter), ClientError> {
     let (host, port) = split_host_port(server)?;
-    let name = ServerName::try_from(host.clone())
-        .map_err(|_| ClientError::BadAddress(server.to_owned()))?;
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|source| ClientError::Connect {
             server: server.to_owned(),
             source,
         })?;
+    handshake(tcp, server, tls).await
+}
+
+/// Completes the TLS handshake on a connected socket (one bound to a chosen local address,
+/// say) for `server` (`HOST:PORT`).
+pub async fn handshake(
+    tcp: TcpStream,
+    server: &str,
+    tls: Arc<ClientConfig>,
+) -> Result<(LineReader, LineWriter), ClientError> {
+    let (host, _) = split_host_port(server)?;
+    let name =
+        ServerName::try_from(host).map_err(|_| ClientError::BadAddress(server.to_owned()))?;
     let _ = tcp.set_nodelay(true);
     let stream = TlsConnector::from(tls)
         .connect(name, tcp)

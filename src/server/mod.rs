@@ -22,10 +22,12 @@ mod hub;
 mod limits;
 mod outbox;
 mod session;
+mod throttle;
 
 pub use flood::{FloodGuard, TokenBucket, Verdict};
 pub use limits::{AddressKey, AddressLimitSettings, ConnectionLimits, ConnectionPermit, Refusal};
 pub use outbox::{write_loop, Failure, Outbox, Stopped};
+pub use throttle::{Decision, LoginThrottle, ThrottleSettings};
 
 use hub::{HubHandle, SessionId};
 use session::Session;
@@ -44,6 +46,7 @@ pub(crate) struct Shared {
     hub: HubHandle,
     store: Store,
     passwords: Passwords,
+    throttle: LoginThrottle,
     config: Config,
     shutdown: CancellationToken,
 }
@@ -80,10 +83,18 @@ pub async fn run(
         new_per_address_burst: config.new_per_address_burst,
         new_per_address_per_second: config.new_per_address_per_second,
     });
+    let throttle = LoginThrottle::new(ThrottleSettings {
+        base_delay: config.login_failure_delay,
+        max_address_delay: config.login_max_address_delay,
+        max_account_delay: config.login_max_account_delay,
+        refuse_after: config.login_refuse_after,
+        forget_after: config.login_forget_after,
+    });
     let shared = Arc::new(Shared {
         hub,
         store: store.clone(),
         passwords,
+        throttle,
         config,
         shutdown: shutdown.clone(),
     });

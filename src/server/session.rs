@@ -13,6 +13,7 @@ use tokio_util::codec::FramedRead;
 use super::flood::{FloodGuard, Verdict};
 use super::hub::{Request, SessionId};
 use super::outbox::Outbox;
+use super::throttle::Decision;
 use super::Shared;
 use crate::auth::{password_problem, AuthError};
 use crate::net::{InboundLine, LineCodec};
@@ -235,11 +236,41 @@ impl<R: AsyncRead + Unpin> Session<R> {
             let nick = self.login_answer().await?;
             self.send(ServerLine::PassPrompt);
             let password = self.login_answer().await?;
-            // Flood control and per-address / per-account login throttling hook in here.
-            match self.check_password(nick.trim_end(), password).await {
-                Ok(Some(logged_in)) => return Some(logged_in),
+            let nick = nick.trim_end();
+            let ip = self.peer.ip();
+            match self.shared.throttle.decide(ip, nick, Instant::now()) {
+                Decision::Refuse => {
+                    failures += 1;
+                    tracing::info!(peer = %self.peer, "login refused: too many failures from this address");
+                    self.send(ServerLine::err(
+                        ErrorCode::RateLimited,
+                        "Too many failed logins from your address; try again later",
+                    ));
+                    continue;
+                }
+                Decision::Check { wait } if !wait.is_zero() => {
+                    // Served before hashing, without holding a hashing slot.
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.outbox.stopped() => return None,
+                        () = self.shared.shutdown.cancelled() => {
+                            self.outbox.close(Some(&ServerLine::Bye(ByeReason::ServerShutdown)));
+                            return None;
+                        }
+                    }
+                }
+                Decision::Check { .. } => {}
+            }
+            match self.check_password(nick, password).await {
+                Ok(Some(logged_in)) => {
+                    self.shared.throttle.record_success(ip, nick);
+                    return Some(logged_in);
+                }
                 Ok(None) => {
                     failures += 1;
+                    self.shared
+                        .throttle
+                        .record_failure(ip, nick, Instant::now());
                     tracing::info!(peer = %self.peer, failures, "login failed");
                     self.send(ServerLine::err(
                         ErrorCode::AuthFailed,

@@ -151,6 +151,23 @@ impl TestServer {
         .await
     }
 
+    /// A TLS connection from another loopback address (`127.0.0.2`, say), which the
+    /// server's per-address limits count apart.
+    pub async fn connect_from(&self, local: &str) -> TestClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let tcp = socket.connect(self.addr).await.expect("connect");
+        let server = format!("localhost:{}", self.addr.port());
+        let (reader, writer) = client::handshake(tcp, &server, self.files.client_tls())
+            .await
+            .expect("handshake");
+        TestClient {
+            reader,
+            writer,
+            seen: Vec::new(),
+        }
+    }
+
     /// Logs in and reads everything up to the `INFO` line that ends the login replay.
     pub async fn login(&self, nick: &str, password: &str) -> TestClient {
         let mut client = self.connect().await;
