@@ -22,7 +22,7 @@ pub type RoomId = i64;
 
 /// How long a writer waits for another process's write lock (for example `chat-admin` while
 /// the server runs) before SQLite reports "database is locked".
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,6 +43,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies the embedded migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// As [`Store::open`], waiting at most `busy_timeout` for another writer's lock.
+    pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -50,7 +55,7 @@ impl Store {
             // Every acknowledged message must survive power loss, not just a process crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
