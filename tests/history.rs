@@ -238,3 +238,48 @@ async fn a_private_message_to_a_dropped_reader_is_kept_for_its_next_login() {
         .collect();
     assert!(replayed_ids.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test]
+async fn a_large_login_replay_follows_a_normal_readers_pace() {
+    // Ten rooms of twenty 4000-byte messages: about 800 KB of replay, many times what the
+    // connection's queue may hold at once.
+    let config = Config {
+        outbox_max_lines: 16,
+        outbox_max_bytes: 64 * 1024,
+        ..common::test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    let mut alice = server.login("alice", "password-one").await;
+    let big = "z".repeat(4000);
+    for room in 0..10 {
+        alice.send(&format!("/join #room{room}")).await;
+        alice.expect(&format!("JOIN #room{room} ")).await;
+        for _ in 0..20 {
+            alice.send(&big).await;
+            alice.expect(&format!("MSG #room{room} ")).await;
+        }
+    }
+    alice.send("/quit").await;
+    alice.expect("BYE quit").await;
+
+    let mut alice = server.connect().await;
+    alice.login("alice", "password-one").await;
+    let replay = alice.take_seen();
+    let hist = replay
+        .iter()
+        .filter(|l| l.starts_with("HIST #room"))
+        .count();
+    assert_eq!(hist, 200, "every replayed line arrived");
+    // Live traffic during and after the replay still arrives, after it.
+    let mut bob = server.login("bob", "password-two").await;
+    bob.send("/join #room3").await;
+    bob.expect("JOIN #room3 ").await;
+    alice.skip_until("JOIN #room3 ").await;
+    bob.send("hello after the replay").await;
+    assert!(alice
+        .expect("MSG #room3 ")
+        .await
+        .ends_with(" bob hello after the replay"));
+}

@@ -118,6 +118,7 @@ pub fn spawn(
         accounts: HashMap::new(),
         rooms: HashMap::new(),
         pending: Vec::new(),
+        last_stored_id: 0,
     };
     (HubHandle { tx }, tokio::spawn(hub.run()))
 }
@@ -156,6 +157,18 @@ struct LiveRoom {
     online: Vec<AccountId>,
 }
 
+/// One part of a login's or a `/join`'s replay.
+enum ReplayStep {
+    Line(Bytes),
+    /// The room's recent messages, as `HIST` lines.
+    RoomHistory {
+        id: RoomId,
+        name: RoomName,
+    },
+    /// Private messages kept for the account while it had no connection.
+    KeptMessages(AccountId),
+}
+
 /// Output waiting for the batch's commit. Replies wait in the same queue as messages, so a
 /// session's answers arrive in the order of its requests: an error never overtakes the echo
 /// of a message sent before it.
@@ -181,10 +194,17 @@ struct Hub {
     accounts: HashMap<AccountId, OnlineAccount>,
     rooms: HashMap<RoomName, LiveRoom>,
     pending: Vec<Pending>,
+    /// The highest message id stored: replays read history up to it, and everything after
+    /// it reaches the connection live.
+    last_stored_id: i64,
 }
 
 impl Hub {
     async fn run(mut self) {
+        match self.store.last_message_id().await {
+            Ok(id) => self.last_stored_id = id,
+            Err(error) => tracing::error!(%error, "could not read the last message id"),
+        }
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             tokio::select! {
@@ -340,6 +360,7 @@ impl Hub {
             match pending {
                 Pending::Message { session, message } => match ids.next().flatten() {
                     Some(id) => {
+                        self.last_stored_id = self.last_stored_id.max(id);
                         if !self.deliver(message, id) {
                             undelivered_dms.push(id);
                         }
@@ -495,13 +516,13 @@ impl Hub {
             Some(room) => format!("You are in {room}."),
             None => "You are in no room; /join #room to start.".to_owned(),
         };
-        outbox.push_reply(
+        let mut replay = vec![ReplayStep::Line(
             ServerLine::Welcome {
                 nick: nick.clone(),
                 text: format!("Logged in. {where_text} Type /help for commands."),
             }
             .to_bytes(),
-        );
+        )];
         let now = now_millis();
         for (room_id, room) in &rooms {
             let join = ServerLine::Join {
@@ -518,44 +539,81 @@ impl Hub {
                     .or_insert(LiveRoom { online: Vec::new() });
                 live.online.push(account_id);
             }
-            outbox.push_reply(join);
-            self.replay_recent(&outbox, *room_id, room).await;
+            replay.push(ReplayStep::Line(join));
+            replay.push(ReplayStep::RoomHistory {
+                id: *room_id,
+                name: room.clone(),
+            });
         }
         if first_connection {
-            match self.store.take_pending_dms(account_id).await {
-                Ok(dms) => {
-                    for dm in dms {
-                        outbox.push_reply(
-                            ServerLine::Dm {
-                                id: dm.id,
-                                time: dm.time,
-                                from: dm.from,
-                                to: dm.to,
-                                text: dm.text,
-                            }
-                            .to_bytes(),
-                        );
-                    }
-                }
-                Err(error) => tracing::error!(%error, "could not load kept private messages"),
-            }
+            replay.push(ReplayStep::KeptMessages(account_id));
         }
-        outbox.push_reply(ServerLine::info(current_room_text(current.as_ref())).to_bytes());
+        replay.push(ReplayStep::Line(
+            ServerLine::info(current_room_text(current.as_ref())).to_bytes(),
+        ));
+        self.start_replay(&outbox, replay);
     }
 
-    async fn replay_recent(&self, outbox: &Outbox, room_id: RoomId, room: &RoomName) {
-        match self
-            .store
-            .recent_messages(room_id, room.as_str(), self.replay_per_room)
-            .await
-        {
-            Ok(messages) => {
-                for message in messages {
-                    outbox.push_reply(ServerLine::Hist(message).to_bytes());
+    /// Writes `steps` to one connection at its own pace, in a task of its own. Until the
+    /// replay ends, the outbox holds every other line for the connection, so the replay
+    /// comes first, the live stream follows it without a gap, and the hub never waits.
+    /// History is read up to the last id stored so far: anything newer is live.
+    fn start_replay(&self, outbox: &Arc<Outbox>, steps: Vec<ReplayStep>) {
+        outbox.begin_replay();
+        let outbox = outbox.clone();
+        let store = self.store.clone();
+        let upto = self.last_stored_id;
+        let per_room = self.replay_per_room;
+        self.tracker.spawn(async move {
+            for step in steps {
+                let lines = match step {
+                    ReplayStep::Line(line) => vec![line],
+                    ReplayStep::RoomHistory { id, name } => {
+                        match store
+                            .recent_messages(id, name.as_str(), per_room, upto)
+                            .await
+                        {
+                            Ok(messages) => messages
+                                .into_iter()
+                                .map(|m| ServerLine::Hist(m).to_bytes())
+                                .collect(),
+                            Err(error) => {
+                                tracing::error!(%error, room = %name, "could not load history");
+                                let text = format!("Could not load the history of {name}");
+                                vec![ServerLine::err(ErrorCode::ServerBusy, text).to_bytes()]
+                            }
+                        }
+                    }
+                    ReplayStep::KeptMessages(account) => {
+                        match store.take_pending_dms(account, upto).await {
+                            Ok(dms) => dms
+                                .into_iter()
+                                .map(|dm| {
+                                    ServerLine::Dm {
+                                        id: dm.id,
+                                        time: dm.time,
+                                        from: dm.from,
+                                        to: dm.to,
+                                        text: dm.text,
+                                    }
+                                    .to_bytes()
+                                })
+                                .collect(),
+                            Err(error) => {
+                                tracing::error!(%error, "could not load kept private messages");
+                                vec![]
+                            }
+                        }
+                    }
+                };
+                for line in lines {
+                    if outbox.push_replay(line).await.is_err() {
+                        return;
+                    }
                 }
             }
-            Err(error) => tracing::error!(%error, %room, "could not load history"),
-        }
+            outbox.end_replay();
+        });
     }
 
     /// Removes a session; when it was its account's last, the account leaves every room.
@@ -642,8 +700,14 @@ impl Hub {
         if let Some(state) = self.sessions.get_mut(&session) {
             state.current = Some(room.clone());
             let outbox = state.outbox.clone();
-            outbox.push_reply(join);
-            self.replay_recent(&outbox, room_id, &room).await;
+            let replay = vec![
+                ReplayStep::Line(join),
+                ReplayStep::RoomHistory {
+                    id: room_id,
+                    name: room.clone(),
+                },
+            ];
+            self.start_replay(&outbox, replay);
         }
     }
 
@@ -789,7 +853,11 @@ impl Hub {
         self.tracker.spawn(async move {
             let _slot = slot;
             let messages = match query {
-                HistoryQuery::Last(n) => store.recent_messages(room_id, room.as_str(), n).await,
+                HistoryQuery::Last(n) => {
+                    store
+                        .recent_messages(room_id, room.as_str(), n, i64::MAX)
+                        .await
+                }
                 HistoryQuery::After { id, limit } => {
                     store
                         .messages_after(room_id, room.as_str(), id, limit)
@@ -1014,7 +1082,7 @@ mod tests {
         task.await.unwrap();
 
         assert_eq!(bob_out.failure(), Some(Failure::TooSlow));
-        let kept = store.take_pending_dms(bob).await.unwrap();
+        let kept = store.take_pending_dms(bob, i64::MAX).await.unwrap();
         assert_eq!(kept.len(), 1, "the DM bob never got is kept");
         assert_eq!(kept[0].text, "psst");
     }
@@ -1050,6 +1118,10 @@ mod tests {
         drop(hub);
         task.await.unwrap();
         assert_eq!(bob_out.failure(), None);
-        assert!(store.take_pending_dms(ids[1]).await.unwrap().is_empty());
+        assert!(store
+            .take_pending_dms(ids[1], i64::MAX)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -39,19 +39,75 @@ impl Failure {
 #[derive(Debug)]
 pub struct Stopped;
 
+/// What a queued line is, for the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Live traffic (room messages, presence, answers): bounded by the queue's limits.
+    Live,
+    /// Replies counted apart: replays, lists, history.
+    Reply,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    lines: VecDeque<Bytes>,
-    bytes: usize,
-    /// Of `lines` and `bytes`, what replies queued past the limits account for; live
-    /// traffic is measured without them, so a login replay never makes the next message
-    /// look like an overflow.
-    reply_lines: usize,
+    /// Ready for the writer, in order.
+    ready: VecDeque<(Bytes, Class)>,
+    /// Bytes in `ready`, for pacing.
+    ready_bytes: usize,
+    /// While a replay is being written, every other line for this connection waits here,
+    /// in order, and follows the replay when it ends.
+    held: Option<VecDeque<(Bytes, Class)>>,
+    /// Live lines and bytes, ready or held: what the limits apply to.
+    live_lines: usize,
+    live_bytes: usize,
+    /// Reply bytes, ready or held.
     reply_bytes: usize,
     /// No more lines are accepted; the writer sends `last_line` (if any) and closes.
     closing: bool,
     last_line: Option<Bytes>,
     failure: Option<Failure>,
+}
+
+impl Queue {
+    fn enqueue(&mut self, line: Bytes, class: Class) {
+        match class {
+            Class::Live => {
+                self.live_lines += 1;
+                self.live_bytes += line.len();
+            }
+            Class::Reply => self.reply_bytes += line.len(),
+        }
+        match &mut self.held {
+            Some(held) => held.push_back((line, class)),
+            None => self.make_ready(line, class),
+        }
+    }
+
+    fn make_ready(&mut self, line: Bytes, class: Class) {
+        self.ready_bytes += line.len();
+        self.ready.push_back((line, class));
+    }
+
+    fn release_held(&mut self) {
+        for (line, class) in self.held.take().unwrap_or_default() {
+            self.make_ready(line, class);
+        }
+    }
+
+    fn clear(&mut self) {
+        let failure = self.failure;
+        *self = Self {
+            closing: true,
+            failure,
+            ..Self::default()
+        };
+    }
+
+    /// Room for a paced line: the ready queue at most half full.
+    fn has_paced_room(&self, max_lines: usize, max_bytes: usize, len: usize) -> bool {
+        self.ready.is_empty()
+            || (self.ready.len() < max_lines / 2 && self.ready_bytes + len <= max_bytes / 2)
+    }
 }
 
 /// One connection's outgoing queue, bounded in lines and bytes.
@@ -63,7 +119,7 @@ pub struct Outbox {
     max_bytes: usize,
     /// Wakes the writer.
     ready: Notify,
-    /// Wakes producers waiting for room (history replays).
+    /// Wakes producers waiting for room (replays and history).
     drained: Notify,
     /// Cancelled when the outbox stops taking lines, so the session's reader stops too.
     closed: CancellationToken,
@@ -92,97 +148,131 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a line. On overflow the queued lines are dropped and the peer will get
+    fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Queues a live line. On overflow the queue is dropped and the peer will get
     /// `BYE too-slow`.
     pub fn push(&self, line: Bytes) -> Result<(), Stopped> {
-        {
-            let mut queue = self.lock();
-            if queue.closing {
-                return Err(Stopped);
-            }
-            let live_lines = queue.lines.len() - queue.reply_lines;
-            let live_bytes = queue.bytes - queue.reply_bytes;
-            if live_lines >= self.max_lines || live_bytes + line.len() > self.max_bytes {
-                drop(queue);
-                self.overflow();
-                return Err(Stopped);
-            }
-            queue.bytes += line.len();
-            queue.lines.push_back(line);
+        let mut queue = self.lock();
+        if queue.closing {
+            return Err(Stopped);
         }
-        self.ready.notify_one();
+        if queue.live_lines >= self.max_lines || queue.live_bytes + line.len() > self.max_bytes {
+            drop(queue);
+            self.overflow();
+            return Err(Stopped);
+        }
+        queue.enqueue(line, Class::Live);
+        drop(queue);
+        self.wake();
         Ok(())
     }
 
     /// Drops what is queued and ends the connection with `BYE too-slow`.
     fn overflow(&self) {
         let mut queue = self.lock();
-        queue.lines.clear();
-        queue.bytes = 0;
-        queue.reply_lines = 0;
-        queue.reply_bytes = 0;
-        queue.closing = true;
         queue.failure.get_or_insert(Failure::TooSlow);
+        queue.clear();
         queue.last_line = Some(ServerLine::Bye(ByeReason::TooSlow).to_bytes());
         drop(queue);
-        self.ready.notify_one();
+        self.wake();
         self.closed.cancel();
         self.drained.notify_waiters();
     }
 
-    /// Formats and queues one line for this connection only.
+    /// Formats and queues one live line for this connection only.
     pub fn send(&self, line: &ServerLine) -> Result<(), Stopped> {
         self.push(line.to_bytes())
     }
 
-    /// Queues a reply past the usual limits: the replay of a login or a `/join`, a room or
-    /// member list. A reader that lets such replies pile up beyond [`REPLY_HEADROOM`] times
-    /// the byte limit is dropped as too slow; the session notices and logs itself out.
+    /// Queues a reply counted apart from live traffic (a room or member list). A reader that
+    /// lets replies pile up beyond [`REPLY_HEADROOM`] times the byte limit is dropped as too
+    /// slow; the session notices and logs itself out.
     pub fn push_reply(&self, line: Bytes) {
         let mut queue = self.lock();
         if queue.closing {
             return;
         }
-        if queue.bytes + line.len() > self.max_bytes * REPLY_HEADROOM {
+        let total = queue.live_bytes + queue.reply_bytes + line.len();
+        if total > self.max_bytes * REPLY_HEADROOM {
             drop(queue);
             return self.overflow();
         }
-        queue.bytes += line.len();
-        queue.reply_bytes += line.len();
-        queue.reply_lines += 1;
-        queue.lines.push_back(line);
+        queue.enqueue(line, Class::Reply);
         drop(queue);
-        self.ready.notify_one();
+        self.wake();
     }
 
-    /// Queues a line once the queue is at most half full, waiting for the writer otherwise,
-    /// so long replies (`/history 500`) follow the peer's pace instead of overflowing.
-    pub async fn push_paced(&self, line: Bytes) -> Result<(), Stopped> {
+    /// Waits until `may_push` says there is room, then queues `line` as a reply. A replay
+    /// line is still taken after a close, while the replay lasts: the close waits for it.
+    async fn push_when(
+        &self,
+        line: Bytes,
+        may_push: impl Fn(&Queue) -> bool,
+        replay: bool,
+    ) -> Result<(), Stopped> {
         loop {
+            // Every change that matters here (a drain, a replay's end, a close, a failure)
+            // notifies `drained`; enabling first means none is missed.
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
             {
-                let queue = self.lock();
-                if queue.closing {
+                let mut queue = self.lock();
+                let open = !queue.closing || (replay && queue.held.is_some());
+                if !open {
                     return Err(Stopped);
                 }
-                let has_room = queue.lines.len() < self.max_lines / 2
-                    && queue.bytes + line.len() <= self.max_bytes / 2;
-                if has_room || queue.lines.is_empty() {
+                if may_push(&queue) {
+                    queue.reply_bytes += line.len();
+                    queue.make_ready(line, Class::Reply);
                     drop(queue);
-                    return self.push(line);
+                    self.wake();
+                    return Ok(());
                 }
             }
-            tokio::select! {
-                _ = drained => {}
-                _ = self.closed.cancelled() => return Err(Stopped),
-            }
+            drained.await;
         }
     }
 
-    /// Stops taking lines; the writer sends what is queued, then `last`, then closes TLS.
-    /// The session's reader is told to stop too.
+    /// Queues a line once the queue is at most half full and no replay is being written,
+    /// waiting for the writer otherwise, so a long answer (`/history 500`) follows the
+    /// peer's pace instead of overflowing.
+    pub async fn push_paced(&self, line: Bytes) -> Result<(), Stopped> {
+        let (max_lines, max_bytes, len) = (self.max_lines, self.max_bytes, line.len());
+        let may_push = |q: &Queue| q.held.is_none() && q.has_paced_room(max_lines, max_bytes, len);
+        self.push_when(line, may_push, false).await
+    }
+
+    /// Starts a replay: until [`Outbox::end_replay`], other lines wait behind it.
+    pub fn begin_replay(&self) {
+        let mut queue = self.lock();
+        if !queue.closing && queue.held.is_none() {
+            queue.held = Some(VecDeque::new());
+        }
+    }
+
+    /// Writes one replay line at the peer's pace, ahead of the lines being held.
+    pub async fn push_replay(&self, line: Bytes) -> Result<(), Stopped> {
+        let (max_lines, max_bytes, len) = (self.max_lines, self.max_bytes, line.len());
+        let may_push = |q: &Queue| q.has_paced_room(max_lines, max_bytes, len);
+        self.push_when(line, may_push, true).await
+    }
+
+    /// Ends a replay: the lines held meanwhile follow it, in order.
+    pub fn end_replay(&self) {
+        let mut queue = self.lock();
+        queue.release_held();
+        drop(queue);
+        self.wake();
+        self.drained.notify_waiters();
+    }
+
+    /// Stops taking lines; the writer sends what is queued, the rest of a replay in
+    /// progress and the lines held behind it, then `last`, then closes TLS. The session's
+    /// reader is told to stop too.
     pub fn close(&self, last: Option<&ServerLine>) {
         let mut queue = self.lock();
         if queue.closing {
@@ -191,20 +281,15 @@ impl Outbox {
         queue.closing = true;
         queue.last_line = last.map(ServerLine::to_bytes);
         drop(queue);
-        self.ready.notify_one();
+        self.wake();
         self.closed.cancel();
         self.drained.notify_waiters();
     }
 
     fn fail(&self, failure: Failure) {
         let mut queue = self.lock();
-        queue.closing = true;
-        queue.lines.clear();
-        queue.bytes = 0;
-        queue.reply_lines = 0;
-        queue.reply_bytes = 0;
-        queue.last_line = None;
         queue.failure.get_or_insert(failure);
+        queue.clear();
         drop(queue);
         self.closed.cancel();
         self.drained.notify_waiters();
@@ -220,24 +305,31 @@ impl Outbox {
         self.closed.cancelled().await
     }
 
-    /// Moves every queued line into `buf`. Returns false once the outbox is closed and
+    /// Moves every ready line into `buf`. Returns false once the outbox is closed and
     /// everything, including the last line, has been handed out.
     async fn next_batch(&self, buf: &mut Vec<u8>) -> bool {
         loop {
             {
                 let mut queue = self.lock();
-                if !queue.lines.is_empty() {
-                    for line in queue.lines.drain(..) {
-                        buf.extend_from_slice(&line);
+                if !queue.ready.is_empty() {
+                    let ready = std::mem::take(&mut queue.ready);
+                    queue.ready_bytes = 0;
+                    for (line, class) in &ready {
+                        buf.extend_from_slice(line);
+                        match class {
+                            Class::Live => {
+                                queue.live_lines -= 1;
+                                queue.live_bytes -= line.len();
+                            }
+                            Class::Reply => queue.reply_bytes -= line.len(),
+                        }
                     }
-                    queue.bytes = 0;
-                    queue.reply_lines = 0;
-                    queue.reply_bytes = 0;
                     drop(queue);
                     self.drained.notify_waiters();
                     return true;
                 }
-                if queue.closing {
+                // A replay still being written keeps a closing outbox open until it ends.
+                if queue.closing && queue.held.is_none() {
                     if let Some(last) = queue.last_line.take() {
                         buf.extend_from_slice(&last);
                     }
@@ -320,6 +412,60 @@ mod tests {
             Some(Failure::TooSlow),
             "past 4x the byte limit"
         );
+    }
+
+    async fn written(outbox: &Outbox) -> String {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        write_loop(server, outbox, Duration::from_secs(5)).await;
+        let mut received = String::new();
+        client.read_to_string(&mut received).await.unwrap();
+        received
+    }
+
+    fn line(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_replay_goes_first_and_held_lines_follow_in_order() {
+        let outbox = Outbox::new(100, 1 << 20);
+        outbox.push(line("before\n")).unwrap();
+        outbox.begin_replay();
+        outbox.push(line("live 1\n")).unwrap();
+        outbox.push_reply(line("answer\n"));
+        outbox.push_replay(line("replay 1\n")).await.unwrap();
+        outbox.push_replay(line("replay 2\n")).await.unwrap();
+        outbox.push(line("live 2\n")).unwrap();
+        outbox.end_replay();
+        outbox.close(Some(&ServerLine::Bye(ByeReason::Quit)));
+        assert_eq!(
+            written(&outbox).await,
+            "before\nreplay 1\nreplay 2\nlive 1\nanswer\nlive 2\nBYE quit\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_waits_for_the_replay_in_progress() {
+        let outbox = Outbox::new(100, 1 << 20);
+        outbox.begin_replay();
+        outbox.push_replay(line("replay 1\n")).await.unwrap();
+        outbox.close(Some(&ServerLine::Bye(ByeReason::Quit)));
+        assert!(outbox.push(line("refused\n")).is_err());
+        outbox.push_replay(line("replay 2\n")).await.unwrap();
+        outbox.end_replay();
+        assert!(outbox.push_replay(line("too late\n")).await.is_err());
+        assert_eq!(written(&outbox).await, "replay 1\nreplay 2\nBYE quit\n");
+    }
+
+    #[tokio::test]
+    async fn held_lines_count_against_the_limits() {
+        let outbox = Outbox::new(2, 1 << 20);
+        outbox.begin_replay();
+        outbox.push(line("a\n")).unwrap();
+        outbox.push(line("b\n")).unwrap();
+        assert!(outbox.push(line("c\n")).is_err());
+        assert_eq!(outbox.failure(), Some(Failure::TooSlow));
+        assert!(outbox.push_replay(line("r\n")).await.is_err());
     }
 
     #[tokio::test]

@@ -69,23 +69,34 @@ impl Store {
         Ok(ids)
     }
 
-    /// The last `limit` messages of a room, oldest first.
+    /// The last `limit` messages of a room with an id of at most `upto`, oldest first.
     pub async fn recent_messages(
         &self,
         room: RoomId,
         room_name: &str,
         limit: u32,
+        upto: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
             "SELECT id, sent_at, sender_nick, body FROM messages
-             WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+             WHERE room_id = ? AND id <= ? ORDER BY id DESC LIMIT ?",
         )
         .bind(room)
+        .bind(upto)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.reverse();
         Ok(to_messages(rows, room_name))
+    }
+
+    /// The highest message id ever handed out (0 before the first message).
+    pub async fn last_message_id(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.unwrap_or(0))
     }
 
     /// Up to `limit` messages of a room with an id greater than `after`, oldest first.
@@ -123,20 +134,29 @@ impl Store {
         Ok(())
     }
 
-    /// Returns the private messages kept for an account and marks them delivered.
-    pub async fn take_pending_dms(&self, account: AccountId) -> Result<Vec<PendingDm>, StoreError> {
+    /// Returns the private messages kept for an account, up to id `upto`, and marks them
+    /// delivered.
+    pub async fn take_pending_dms(
+        &self,
+        account: AccountId,
+        upto: i64,
+    ) -> Result<Vec<PendingDm>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let dms = sqlx::query_as(
             "SELECT id, sent_at AS time, sender_nick AS \"from\", recipient_nick AS \"to\", body AS text
-             FROM messages WHERE recipient_id = ? AND pending = 1 ORDER BY id",
+             FROM messages WHERE recipient_id = ? AND pending = 1 AND id <= ? ORDER BY id",
         )
         .bind(account)
+        .bind(upto)
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("UPDATE messages SET pending = 0 WHERE recipient_id = ? AND pending = 1")
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE messages SET pending = 0 WHERE recipient_id = ? AND pending = 1 AND id <= ?",
+        )
+        .bind(account)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(dms)
     }
