@@ -1,4 +1,6 @@
-use super::{is_unique_violation, AccountId, Store, StoreError};
+use sqlx::{Connection, SqliteConnection};
+
+use super::{finish_write, is_unique_violation, AccountId, Store, StoreError};
 use crate::protocol::{now_millis, Nick, DEFAULT_ROOM};
 
 /// An account as the login check needs it.
@@ -25,39 +27,9 @@ impl Store {
         nick: &Nick,
         password_hash: &str,
     ) -> Result<AccountId, StoreError> {
-        let now = now_millis();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id: AccountId = sqlx::query_scalar(
-            "INSERT INTO accounts (nick, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(nick.as_str())
-        .bind(password_hash)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::DuplicateNick(nick.to_string())
-            } else {
-                e.into()
-            }
-        })?;
-        sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
-            .bind(DEFAULT_ROOM)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO memberships (account_id, room_id, joined_at)
-             SELECT ?, id, ? FROM rooms WHERE name = ?",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(DEFAULT_ROOM)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(id)
+        let mut conn = self.pool.acquire().await?;
+        let result = insert_account(&mut conn, nick, password_hash).await;
+        finish_write(conn, result)
     }
 
     /// Looks an account up by nickname, case-insensitively.
@@ -72,21 +44,27 @@ impl Store {
 
     /// Returns false when no such account exists.
     pub async fn delete_account(&self, nick: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
         let result = sqlx::query("DELETE FROM accounts WHERE nick = ?")
             .bind(nick)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() > 0)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(StoreError::from);
+        finish_write(conn, result)
     }
 
     /// Returns false when no such account exists.
     pub async fn set_password(&self, nick: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
         let result = sqlx::query("UPDATE accounts SET password_hash = ? WHERE nick = ?")
             .bind(password_hash)
             .bind(nick)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() > 0)
+            .execute(&mut *conn)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(StoreError::from);
+        finish_write(conn, result)
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<AccountSummary>, StoreError> {
@@ -98,4 +76,44 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+async fn insert_account(
+    conn: &mut SqliteConnection,
+    nick: &Nick,
+    password_hash: &str,
+) -> Result<AccountId, StoreError> {
+    let now = now_millis();
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let id: AccountId = sqlx::query_scalar(
+        "INSERT INTO accounts (nick, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(nick.as_str())
+    .bind(password_hash)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::DuplicateNick(nick.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
+        .bind(DEFAULT_ROOM)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO memberships (account_id, room_id, joined_at)
+         SELECT ?, id, ? FROM rooms WHERE name = ?",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(DEFAULT_ROOM)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
 }

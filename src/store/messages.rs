@@ -1,4 +1,6 @@
-use super::{AccountId, RoomId, Store, StoreError};
+use sqlx::{Connection, SqliteConnection};
+
+use super::{finish_write, AccountId, RoomId, Store, StoreError};
 use crate::protocol::StoredMessage;
 
 /// Who a message is for: a room, or one account.
@@ -39,34 +41,9 @@ impl Store {
     /// Stores a batch in one transaction (one fsync for the lot) and returns the ids, in order.
     /// Either every message is stored or none is.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut ids = Vec::with_capacity(batch.len());
-        for message in batch {
-            let (room_id, recipient_id, recipient_nick, pending) = match &message.recipient {
-                Recipient::Room { id, .. } => (Some(*id), None, None, false),
-                Recipient::Account { id, nick, online } => {
-                    (None, Some(*id), Some(nick.as_str()), !online)
-                }
-            };
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO messages (sent_at, sender_id, sender_nick, room_id, recipient_id,
-                                       recipient_nick, body, pending)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(message.time)
-            .bind(message.sender_id)
-            .bind(&message.sender_nick)
-            .bind(room_id)
-            .bind(recipient_id)
-            .bind(recipient_nick)
-            .bind(&message.text)
-            .bind(pending)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
-        }
-        tx.commit().await?;
-        Ok(ids)
+        let mut conn = self.pool.acquire().await?;
+        let result = insert_batch(&mut conn, batch).await;
+        finish_write(conn, result)
     }
 
     /// The last `limit` messages of a room with an id of at most `upto`, oldest first.
@@ -121,17 +98,9 @@ impl Store {
 
     /// Keeps private messages for their recipients' next login after all.
     pub async fn keep_for_recipient(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE messages SET pending = 1 WHERE id = ? AND recipient_id IS NOT NULL",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let result = mark_pending(&mut conn, ids).await;
+        finish_write(conn, result)
     }
 
     /// Returns the private messages kept for an account, up to id `upto`, and marks them
@@ -141,24 +110,9 @@ impl Store {
         account: AccountId,
         upto: i64,
     ) -> Result<Vec<PendingDm>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let dms = sqlx::query_as(
-            "SELECT id, sent_at AS time, sender_nick AS \"from\", recipient_nick AS \"to\", body AS text
-             FROM messages WHERE recipient_id = ? AND pending = 1 AND id <= ? ORDER BY id",
-        )
-        .bind(account)
-        .bind(upto)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE messages SET pending = 0 WHERE recipient_id = ? AND pending = 1 AND id <= ?",
-        )
-        .bind(account)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(dms)
+        let mut conn = self.pool.acquire().await?;
+        let result = take_pending(&mut conn, account, upto).await;
+        finish_write(conn, result)
     }
 }
 
@@ -172,4 +126,75 @@ fn to_messages(rows: Vec<(i64, i64, String, String)>, room_name: &str) -> Vec<St
             text,
         })
         .collect()
+}
+
+async fn insert_batch(
+    conn: &mut SqliteConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<i64>, StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut ids = Vec::with_capacity(batch.len());
+    for message in batch {
+        let (room_id, recipient_id, recipient_nick, pending) = match &message.recipient {
+            Recipient::Room { id, .. } => (Some(*id), None, None, false),
+            Recipient::Account { id, nick, online } => {
+                (None, Some(*id), Some(nick.as_str()), !online)
+            }
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (sent_at, sender_id, sender_nick, room_id, recipient_id,
+                                   recipient_nick, body, pending)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(message.time)
+        .bind(message.sender_id)
+        .bind(&message.sender_nick)
+        .bind(room_id)
+        .bind(recipient_id)
+        .bind(recipient_nick)
+        .bind(&message.text)
+        .bind(pending)
+        .fetch_one(&mut *tx)
+        .await?;
+        ids.push(id);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+async fn mark_pending(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    for id in ids {
+        sqlx::query("UPDATE messages SET pending = 1 WHERE id = ? AND recipient_id IS NOT NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn take_pending(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    upto: i64,
+) -> Result<Vec<PendingDm>, StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let dms = sqlx::query_as(
+        "SELECT id, sent_at AS time, sender_nick AS \"from\", recipient_nick AS \"to\", body AS text
+         FROM messages WHERE recipient_id = ? AND pending = 1 AND id <= ? ORDER BY id",
+    )
+    .bind(account)
+    .bind(upto)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE messages SET pending = 0 WHERE recipient_id = ? AND pending = 1 AND id <= ?",
+    )
+    .bind(account)
+    .bind(upto)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(dms)
 }

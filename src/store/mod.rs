@@ -5,8 +5,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Sqlite, SqlitePool};
 
 mod accounts;
 mod messages;
@@ -74,6 +75,21 @@ impl Store {
             .fetch_one(&self.pool)
             .await?)
     }
+}
+
+/// Returns a write's result, throwing its connection away if the write failed. After a
+/// failed commit (a full or unwritable disk) SQLite may have rolled back on its own while
+/// sqlx still counts a transaction open, and a connection opened during such a fault can
+/// stay read-only; a fresh connection has neither problem, so the store recovers as soon
+/// as the disk does.
+fn finish_write<T>(
+    mut conn: PoolConnection<Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -1,4 +1,6 @@
-use super::{AccountId, RoomId, Store, StoreError};
+use sqlx::{Connection, SqliteConnection};
+
+use super::{finish_write, AccountId, RoomId, Store, StoreError};
 use crate::protocol::{now_millis, RoomName};
 
 impl Store {
@@ -26,36 +28,21 @@ impl Store {
         account: AccountId,
         room: &RoomName,
     ) -> Result<RoomId, StoreError> {
-        let now = now_millis();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
-            .bind(room.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let room_id: RoomId = sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
-            .bind(room.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO memberships (account_id, room_id, joined_at) VALUES (?, ?, ?)",
-        )
-        .bind(account)
-        .bind(room_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(room_id)
+        let mut conn = self.pool.acquire().await?;
+        let result = insert_membership(&mut conn, account, room).await;
+        finish_write(conn, result)
     }
 
     pub async fn part_room(&self, account: AccountId, room: RoomId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM memberships WHERE account_id = ? AND room_id = ?")
+        let mut conn = self.pool.acquire().await?;
+        let result = sqlx::query("DELETE FROM memberships WHERE account_id = ? AND room_id = ?")
             .bind(account)
             .bind(room)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
+        finish_write(conn, result)
     }
 
     pub async fn find_room(&self, room: &RoomName) -> Result<Option<RoomId>, StoreError> {
@@ -85,4 +72,32 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+async fn insert_membership(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    room: &RoomName,
+) -> Result<RoomId, StoreError> {
+    let now = now_millis();
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
+        .bind(room.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let room_id: RoomId = sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
+        .bind(room.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO memberships (account_id, room_id, joined_at) VALUES (?, ?, ?)",
+    )
+    .bind(account)
+    .bind(room_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(room_id)
 }
