@@ -283,3 +283,27 @@ async fn a_large_login_replay_follows_a_normal_readers_pace() {
         .await
         .ends_with(" bob hello after the replay"));
 }
+
+#[tokio::test]
+async fn history_500_of_long_lines_follows_a_normal_readers_pace() {
+    let config = Config {
+        outbox_max_lines: 16,
+        outbox_max_bytes: 64 * 1024,
+        ..common::test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    let mut alice = server.login("alice", "password-one").await;
+    let big = "h".repeat(4000);
+    for _ in 0..500 {
+        alice.send(&big).await;
+        alice.expect("MSG #general ").await;
+    }
+    // About 2 MB through a 64 KiB queue: paced, never dropped.
+    alice.send("/history #general 500").await;
+    let lines = alice.collect_until("END history").await;
+    assert_eq!(lines.len(), 501);
+    assert!(lines[..500].iter().all(|l| l.starts_with("HIST #general ")));
+    alice.send("/rooms").await;
+    alice.expect("ROOM #general ").await;
+}

@@ -136,3 +136,68 @@ async fn a_trickled_client_hello_is_cut_off_while_others_log_in() {
     alice.expect("MSG #general ").await;
     assert!(trickle.await.unwrap(), "the trickling peer was cut off");
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_survived() {
+    let files = common::ServerFiles::new();
+    files.add_user("alice", "password-one").await;
+    files.add_user("bob", "password-two").await;
+    let server = common::ServerProcess::spawn_with_fd_limit(&files, 64, &[]);
+    let name = server.server();
+    let mut alice = common::TestClient::connect(&name, files.client_tls()).await;
+    alice.login("alice", "password-one").await;
+    // Hold far more connections than the server has descriptors for.
+    let mut hogs = Vec::new();
+    for _ in 0..120 {
+        match TcpStream::connect(server.addr).await {
+            Ok(tcp) => hogs.push(tcp),
+            Err(_) => break,
+        }
+    }
+    let mut exhausted = false;
+    for _ in 0..100 {
+        if server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("accept failed"))
+        {
+            exhausted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exhausted, "the server ran out of descriptors");
+    // Existing users chat on.
+    alice.send("still chatting").await;
+    alice.expect("MSG #general ").await;
+    // Once descriptors are free again, new users get in.
+    drop(hogs);
+    let mut bob = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok((mut reader, writer)) = tlschat::client::connect(&name, files.client_tls()).await
+        else {
+            continue;
+        };
+        if let Ok(Some(Ok(line))) =
+            tokio::time::timeout(Duration::from_secs(5), reader.next_line()).await
+        {
+            if line == "NICK" {
+                bob = Some((reader, writer));
+                break;
+            }
+        }
+    }
+    let (mut reader, mut writer) = bob.expect("a new login works after the shortage");
+    writer.send_line("bob").await.unwrap();
+    assert_eq!(reader.next_line().await.unwrap().unwrap(), "PASS");
+    writer.send_line("password-two").await.unwrap();
+    assert!(reader
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap()
+        .starts_with("WELCOME bob "));
+}

@@ -95,6 +95,23 @@ async fn blank_lines_during_login_are_ignored_and_bad_lines_reported() {
 }
 
 #[tokio::test]
+async fn bad_lines_at_the_password_prompt_are_reported_and_login_goes_on() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "password-one").await;
+    let mut client = server.connect().await;
+    client.expect("NICK").await;
+    client.send("alice").await;
+    client.expect("PASS").await;
+    client.send_raw(b"pass\xffword\n").await;
+    client.expect("ERR bad-utf8 ").await;
+    client.send_raw(&[b'x'; 5000]).await;
+    client.send_raw(b"\n").await;
+    client.expect("ERR line-too-long ").await;
+    client.send("password-one").await;
+    client.expect("WELCOME alice ").await;
+}
+
+#[tokio::test]
 async fn login_timeout_says_bye_and_closes() {
     let config = Config {
         login_timeout: Duration::from_millis(500),

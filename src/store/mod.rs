@@ -35,6 +35,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Connections to the database: the hub's writes, history reads, logins.
+const POOL_SIZE: u32 = 4;
+
 /// A cheap `Clone` handle to the database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -57,8 +60,13 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
+        // Every connection is opened now, so running out of file descriptors later cannot
+        // stop messages from being stored.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .min_connections(POOL_SIZE)
+            .max_connections(POOL_SIZE)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
         sqlx::migrate!().run(&pool).await?;

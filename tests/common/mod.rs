@@ -337,7 +337,39 @@ impl ServerProcess {
     }
 
     pub fn spawn_in(cwd: &Path, db: &Path, certs_dir: &Path, extra_args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        Self::start(
+            Command::new(env!("CARGO_BIN_EXE_chat-server")),
+            cwd,
+            db,
+            certs_dir,
+            extra_args,
+        )
+    }
+
+    /// Starts the server allowed at most `limit` open file descriptors.
+    pub fn spawn_with_fd_limit(files: &ServerFiles, limit: u32, extra_args: &[&str]) -> Self {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_chat-server"));
+        Self::start(
+            shell,
+            files.dir.path(),
+            &files.db(),
+            &files.certs_dir(),
+            extra_args,
+        )
+    }
+
+    fn start(
+        mut command: Command,
+        cwd: &Path,
+        db: &Path,
+        certs_dir: &Path,
+        extra_args: &[&str],
+    ) -> Self {
+        let mut child = command
             .current_dir(cwd)
             .args(["--listen", "127.0.0.1:0", "--log", "info"])
             .args(GENEROUS_LIMITS)
