@@ -23,11 +23,15 @@ async fn raw_login(
         assert!(prompt == "NICK" || prompt == "PASS", "{prompt}");
         writer.send_line(answer).await.unwrap();
     }
+    let mut seen = Vec::new();
     loop {
-        let line = reader.next_line().await.unwrap().unwrap();
+        let Some(Ok(line)) = reader.next_line().await else {
+            panic!("login of {nick} ended early; saw {seen:?}");
+        };
         if line.starts_with("INFO ") {
             return (reader, writer);
         }
+        seen.push(line);
     }
 }
 
@@ -60,8 +64,15 @@ async fn every_message_anyone_received_survives_kill_9() {
     let server = ServerProcess::spawn(&files, &[]);
     let received = Arc::new(Mutex::new(BTreeSet::new()));
     let mut tasks = Vec::new();
+    // Both log in before either floods the room.
+    let mut clients = Vec::new();
     for (nick, password) in [("alice", "password-one"), ("bob", "password-two")] {
-        let (mut reader, mut writer) = raw_login(&server.server(), &files, nick, password).await;
+        clients.push((
+            nick,
+            raw_login(&server.server(), &files, nick, password).await,
+        ));
+    }
+    for (nick, (mut reader, mut writer)) in clients {
         // The sender does not wait for echoes: the server is killed with messages in flight.
         tasks.push(tokio::spawn(async move {
             for i in 0..5000 {

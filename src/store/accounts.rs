@@ -1,6 +1,6 @@
 use sqlx::{Connection, SqliteConnection};
 
-use super::{finish_write, is_unique_violation, AccountId, Store, StoreError};
+use super::{is_unique_violation, AccountId, Store, StoreError};
 use crate::protocol::{now_millis, Nick, DEFAULT_ROOM};
 
 /// An account as the login check needs it.
@@ -27,9 +27,11 @@ impl Store {
         nick: &Nick,
         password_hash: &str,
     ) -> Result<AccountId, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = insert_account(&mut conn, nick, password_hash).await;
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = insert_account(&mut conn, nick, password_hash).await;
+            (conn, result)
+        })
+        .await
     }
 
     /// Looks an account up by nickname, case-insensitively.
@@ -44,27 +46,31 @@ impl Store {
 
     /// Returns false when no such account exists.
     pub async fn delete_account(&self, nick: &str) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = sqlx::query("DELETE FROM accounts WHERE nick = ?")
-            .bind(nick)
-            .execute(&mut *conn)
-            .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(StoreError::from);
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = sqlx::query("DELETE FROM accounts WHERE nick = ?")
+                .bind(nick)
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected() > 0)
+                .map_err(StoreError::from);
+            (conn, result)
+        })
+        .await
     }
 
     /// Returns false when no such account exists.
     pub async fn set_password(&self, nick: &str, password_hash: &str) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = sqlx::query("UPDATE accounts SET password_hash = ? WHERE nick = ?")
-            .bind(password_hash)
-            .bind(nick)
-            .execute(&mut *conn)
-            .await
-            .map(|done| done.rows_affected() > 0)
-            .map_err(StoreError::from);
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = sqlx::query("UPDATE accounts SET password_hash = ? WHERE nick = ?")
+                .bind(password_hash)
+                .bind(nick)
+                .execute(&mut *conn)
+                .await
+                .map(|done| done.rows_affected() > 0)
+                .map_err(StoreError::from);
+            (conn, result)
+        })
+        .await
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<AccountSummary>, StoreError> {

@@ -1,6 +1,6 @@
 use sqlx::{Connection, SqliteConnection};
 
-use super::{finish_write, AccountId, RoomId, Store, StoreError};
+use super::{AccountId, RoomId, Store, StoreError};
 use crate::protocol::StoredMessage;
 
 /// Who a message is for: a room, or one account.
@@ -41,9 +41,11 @@ impl Store {
     /// Stores a batch in one transaction (one fsync for the lot) and returns the ids, in order.
     /// Either every message is stored or none is.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<i64>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = insert_batch(&mut conn, batch).await;
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = insert_batch(&mut conn, batch).await;
+            (conn, result)
+        })
+        .await
     }
 
     /// The last `limit` messages of a room with an id of at most `upto`, oldest first.
@@ -98,9 +100,11 @@ impl Store {
 
     /// Keeps private messages for their recipients' next login after all.
     pub async fn keep_for_recipient(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = mark_pending(&mut conn, ids).await;
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = mark_pending(&mut conn, ids).await;
+            (conn, result)
+        })
+        .await
     }
 
     /// Returns the private messages kept for an account, up to id `upto`, and marks them
@@ -110,9 +114,11 @@ impl Store {
         account: AccountId,
         upto: i64,
     ) -> Result<Vec<PendingDm>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = take_pending(&mut conn, account, upto).await;
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = take_pending(&mut conn, account, upto).await;
+            (conn, result)
+        })
+        .await
     }
 }
 

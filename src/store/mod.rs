@@ -1,6 +1,7 @@
 //! Persistent state in SQLite through sqlx: accounts, rooms, memberships and messages.
 //! Queries are checked at run time, so building needs no database.
 
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -60,16 +61,21 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
-        // Every connection is opened now, so running out of file descriptors later cannot
-        // stop messages from being stored.
         let pool = SqlitePoolOptions::new()
-            .min_connections(POOL_SIZE)
             .max_connections(POOL_SIZE)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
             .await?;
         sqlx::migrate!().run(&pool).await?;
+        // Open the rest of the pool now, after the first connection has created the file and
+        // switched it to WAL (connections opening alongside that switch would collide), so
+        // that running out of file descriptors later cannot stop messages from being stored.
+        let mut connections = Vec::new();
+        for _ in 0..POOL_SIZE {
+            connections.push(pool.acquire().await?);
+        }
+        drop(connections);
         Ok(Self { pool })
     }
 
@@ -85,19 +91,50 @@ impl Store {
     }
 }
 
-/// Returns a write's result, throwing its connection away if the write failed. After a
-/// failed commit (a full or unwritable disk) SQLite may have rolled back on its own while
-/// sqlx still counts a transaction open, and a connection opened during such a fault can
-/// stay read-only; a fresh connection has neither problem, so the store recovers as soon
-/// as the disk does.
-fn finish_write<T>(
-    mut conn: PoolConnection<Sqlite>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    if result.is_err() {
-        conn.close_on_drop();
+impl Store {
+    /// Runs one write on a pooled connection. If it fails, the connection is thrown away and
+    /// the write tried again on another, a few times: after a failed commit (a full or
+    /// unwritable disk) SQLite may have rolled back by itself while sqlx still counts a
+    /// transaction open, and a connection opened during such a fault can stay read-only.
+    /// So the store works again as soon as the disk does. Failures a retry cannot cure
+    /// (constraint violations) or that already waited their turn (another writer's lock) are
+    /// returned at once.
+    async fn write<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut(PoolConnection<Sqlite>) -> Fut,
+        Fut: Future<Output = (PoolConnection<Sqlite>, Result<T, StoreError>)>,
+    {
+        let mut tries = 0;
+        loop {
+            let (mut conn, result) = attempt(self.pool.acquire().await?).await;
+            let Err(error) = result else { return result };
+            conn.close_on_drop();
+            drop(conn);
+            tries += 1;
+            if tries > POOL_SIZE || !worth_retrying(&error) {
+                return Err(error);
+            }
+            tracing::warn!(%error, "a write failed; retrying on a fresh connection");
+        }
     }
-    result
+}
+
+fn worth_retrying(error: &StoreError) -> bool {
+    match error {
+        StoreError::DuplicateNick(_) | StoreError::Migrate(_) => false,
+        StoreError::Sqlx(sqlx::Error::Database(db)) => {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6) already waited the busy timeout.
+            let primary_code = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            let constraint = db.is_unique_violation()
+                || db.is_foreign_key_violation()
+                || db.is_check_violation();
+            !constraint && !matches!(primary_code, Some(5 | 6))
+        }
+        StoreError::Sqlx(_) => true,
+    }
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {

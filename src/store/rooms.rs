@@ -1,6 +1,6 @@
 use sqlx::{Connection, SqliteConnection};
 
-use super::{finish_write, AccountId, RoomId, Store, StoreError};
+use super::{AccountId, RoomId, Store, StoreError};
 use crate::protocol::{now_millis, RoomName};
 
 impl Store {
@@ -28,21 +28,26 @@ impl Store {
         account: AccountId,
         room: &RoomName,
     ) -> Result<RoomId, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = insert_membership(&mut conn, account, room).await;
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result = insert_membership(&mut conn, account, room).await;
+            (conn, result)
+        })
+        .await
     }
 
     pub async fn part_room(&self, account: AccountId, room: RoomId) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = sqlx::query("DELETE FROM memberships WHERE account_id = ? AND room_id = ?")
-            .bind(account)
-            .bind(room)
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from);
-        finish_write(conn, result)
+        self.write(|mut conn| async move {
+            let result =
+                sqlx::query("DELETE FROM memberships WHERE account_id = ? AND room_id = ?")
+                    .bind(account)
+                    .bind(room)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+            (conn, result)
+        })
+        .await
     }
 
     pub async fn find_room(&self, room: &RoomName) -> Result<Option<RoomId>, StoreError> {
