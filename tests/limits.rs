@@ -201,3 +201,25 @@ async fn running_out_of_file_descriptors_is_survived() {
         .unwrap()
         .starts_with("WELCOME bob "));
 }
+
+#[tokio::test]
+async fn accepted_sockets_have_tcp_keepalive() {
+    let server = TestServer::start().await;
+    let mut client = server.connect().await;
+    client.expect("NICK").await;
+    // `ss` shows a keepalive timer on the server's side of the connection.
+    let output = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("( sport = :{} )", server.addr.port()))
+        .output();
+    let Ok(output) = output else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide `ss` (iproute2)"
+        );
+        eprintln!("note: no `ss`; skipping");
+        return;
+    };
+    let sockets = String::from_utf8_lossy(&output.stdout);
+    assert!(sockets.contains("timer:(keepalive"), "{sockets}");
+}

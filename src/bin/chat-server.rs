@@ -60,6 +60,15 @@ struct Args {
     /// New connections per second one address may open after that.
     #[arg(long, env = "CHAT_NEW_PER_ADDRESS_RATE", default_value_t = 2.0)]
     new_per_address_rate: f64,
+    /// Outgoing lines queued for one connection before it is dropped as too slow.
+    #[arg(long, env = "CHAT_QUEUE_LINES", default_value_t = 1024)]
+    queue_lines: usize,
+    /// Outgoing bytes queued for one connection before it is dropped as too slow.
+    #[arg(long, env = "CHAT_QUEUE_BYTES", default_value_t = 256 * 1024)]
+    queue_bytes: usize,
+    /// Seconds a write to a peer that stopped reading may take before its session ends.
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
+    write_timeout: u64,
     /// Flood control: lines a connection may send at once.
     #[arg(long, env = "CHAT_FLOOD_BURST", default_value_t = 10)]
     flood_burst: u32,
@@ -145,6 +154,9 @@ fn config_from(args: &Args) -> Config {
         login_timeout: Duration::from_secs(args.login_timeout),
         max_line: args.max_line,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        outbox_max_lines: args.queue_lines,
+        outbox_max_bytes: args.queue_bytes,
+        write_timeout: Duration::from_secs(args.write_timeout),
         max_connections: args.max_connections,
         max_per_address: args.max_per_address,
         new_per_address_burst: args.new_per_address_burst,
