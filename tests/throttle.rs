@@ -115,3 +115,43 @@ async fn a_storm_of_bad_logins_does_not_stop_the_chat() {
         task.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn logins_beyond_the_hashing_slots_get_server_busy() {
+    let config = Config {
+        hash_concurrency: 1,
+        hash_wait: Duration::from_millis(1),
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    let name = format!("localhost:{}", server.addr.port());
+    let tls = server.files.client_tls();
+    // Connect everyone first, then send all the passwords at once.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut client = TestClient::connect(&name, tls.clone()).await;
+        client.expect("NICK").await;
+        client.send("alice").await;
+        client.expect("PASS").await;
+        clients.push(client);
+    }
+    for client in &mut clients {
+        client.send("wrong password").await;
+    }
+    let mut busy = 0;
+    for client in &mut clients {
+        let answer = client.next().await;
+        if answer.starts_with("ERR server-busy ") {
+            busy += 1;
+            // Not counted as a failure: the next attempt is a normal one.
+            client.expect("NICK").await;
+        } else {
+            assert!(answer.starts_with("ERR auth-failed "), "{answer}");
+        }
+    }
+    assert!(
+        busy > 0,
+        "one hashing slot cannot serve twenty logins at once"
+    );
+}
