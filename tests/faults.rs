@@ -11,18 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{field, run_bounded, Run, ServerFiles, ServerProcess, TestClient, WAIT};
+use common::{field, run_bounded, Run, ServerFiles, ServerProcess, TestClient, TestServer, WAIT};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
 use sqlx::Connection;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use tlschat::client::{self, LineReader, LineWriter};
-use tlschat::net::tls;
 use tlschat::protocol::{ServerLine, StoredMessage};
-use tlschat::store::Store;
 
 const ALICE: (&str, &str) = ("alice", "alice password");
 const BOB: (&str, &str) = ("bob", "bob password");
@@ -34,67 +29,6 @@ const NOT_STORED: &str = "ERR server-busy ";
 /// How long the in-process server's store waits for another writer's lock before giving up,
 /// so a locked database fails a commit quickly instead of after the default 10 s.
 const SHORT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
-
-// ---- an in-process server whose store gives up quickly -------------------------------------
-
-/// The server inside the test's runtime, as the harness's `TestServer` builds it, but with a
-/// store opened with [`SHORT_BUSY_TIMEOUT`].
-struct QuickFailServer {
-    files: ServerFiles,
-    addr: std::net::SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl QuickFailServer {
-    async fn start(files: ServerFiles) -> Self {
-        let certs = files.certs();
-        let tls = tls::server_config(&certs.server_cert, &certs.server_key).expect("server TLS");
-        let store = Store::open_with(&files.db(), SHORT_BUSY_TIMEOUT)
-            .await
-            .expect("open store");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let config = common::test_config();
-        let task = tokio::spawn(async move {
-            tlschat::server::run(listener, tls, store, config, token)
-                .await
-                .expect("server run");
-        });
-        Self {
-            files,
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    async fn login(&self, (nick, password): (&str, &str)) -> TestClient {
-        let mut client = TestClient::connect(
-            &format!("localhost:{}", self.addr.port()),
-            self.files.client_tls(),
-        )
-        .await;
-        client.login(nick, password).await;
-        client
-    }
-
-    /// Fails the test if the server task has ended (returned or panicked).
-    fn assert_running(&self) {
-        assert!(!self.task.is_finished(), "the server task ended");
-    }
-
-    async fn stop(self) -> ServerFiles {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("server stops within 30 s")
-            .expect("server task");
-        self.files
-    }
-}
 
 // ---- faults ---------------------------------------------------------------------------------
 
@@ -278,27 +212,6 @@ async fn history(client: &mut TestClient) -> Vec<(i64, String, String)> {
         .collect()
 }
 
-/// Every stored message id of `#general`, paging with `after ID`.
-async fn stored_ids(client: &mut TestClient) -> BTreeSet<i64> {
-    let mut ids = BTreeSet::new();
-    let mut after = 0;
-    loop {
-        client
-            .send(&format!("/history #general after {after} 500"))
-            .await;
-        let lines = client.collect_until("END history").await;
-        let page: Vec<i64> = lines[..lines.len() - 1]
-            .iter()
-            .map(|line| parse_stored(line, "HIST").id)
-            .collect();
-        ids.extend(&page);
-        match page.last() {
-            Some(last) if page.len() == 500 => after = *last,
-            _ => return ids,
-        }
-    }
-}
-
 /// The next line within [`WAIT`]; `None` when the connection ended.
 async fn next_line(reader: &mut LineReader) -> Option<String> {
     match tokio::time::timeout(WAIT, reader.next_line()).await {
@@ -381,9 +294,11 @@ async fn outage_and_recovery(fault: Fault) {
     for (nick, password) in [ALICE, BOB, CAROL] {
         files.add_user(nick, password).await;
     }
-    let server = QuickFailServer::start(files).await;
-    let mut alice = server.login(ALICE).await;
-    let mut bob = server.login(BOB).await;
+    let server =
+        TestServer::start_on_with_busy_timeout(files, common::test_config(), SHORT_BUSY_TIMEOUT)
+            .await;
+    let mut alice = server.login(ALICE.0, ALICE.1).await;
+    let mut bob = server.login(BOB.0, BOB.1).await;
     let join = alice.expect("JOIN #general ").await;
     assert_eq!(field(&join, 3), "bob");
 
@@ -453,7 +368,7 @@ async fn outage_and_recovery(fault: Fault) {
     assert!(dm.ends_with(" alice bob a private word"), "{dm}");
 
     // The server still takes new logins, and their replay is the delivered messages only.
-    let mut carol = server.login(CAROL).await;
+    let mut carol = server.login(CAROL.0, CAROL.1).await;
     for client in [&mut alice, &mut bob] {
         let join = client.expect("JOIN #general ").await;
         assert_eq!(field(&join, 3), "carol");
@@ -642,7 +557,7 @@ async fn chat_admin_writes_while_the_chat_is_busy_without_database_locked() {
 
     let mut checker = TestClient::connect(&server.server(), files.client_tls()).await;
     checker.login(ALICE.0, ALICE.1).await;
-    let stored = stored_ids(&mut checker).await;
+    let stored = common::stored_ids(&mut checker, "#general").await;
     let echoed: BTreeSet<i64> = alice_ids.iter().copied().collect();
     let missing: Vec<&i64> = echoed.difference(&stored).collect();
     assert!(missing.is_empty(), "echoed but not stored: {missing:?}");

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{field, ServerFiles, ServerProcess, TestClient, TestServer};
+use common::{field, stored_ids, ServerFiles, ServerProcess, TestClient, TestServer};
 use tlschat::client::{self, LineReader, LineWriter};
 
 async fn raw_login(
@@ -32,27 +32,6 @@ async fn raw_login(
             return (reader, writer);
         }
         seen.push(line);
-    }
-}
-
-/// Every stored message of `#general`, paging with `after ID`.
-async fn stored_ids(client: &mut TestClient) -> BTreeSet<i64> {
-    let mut ids = BTreeSet::new();
-    let mut after = 0;
-    loop {
-        client
-            .send(&format!("/history #general after {after} 500"))
-            .await;
-        let lines = client.collect_until("END history").await;
-        let page: Vec<i64> = lines[..lines.len() - 1]
-            .iter()
-            .map(|l| field(l, 2).parse().unwrap())
-            .collect();
-        ids.extend(&page);
-        match page.last() {
-            Some(last) if page.len() == 500 => after = *last,
-            _ => return ids,
-        }
     }
 }
 
@@ -123,7 +102,7 @@ async fn every_message_anyone_received_survives_kill_9() {
     let restarted = ServerProcess::spawn(&files, &[]);
     let mut alice = TestClient::connect(&restarted.server(), files.client_tls()).await;
     alice.login("alice", "password-one").await;
-    let stored = stored_ids(&mut alice).await;
+    let stored = stored_ids(&mut alice, "#general").await;
     let missing: Vec<&i64> = received.difference(&stored).collect();
     assert!(missing.is_empty(), "received but not stored: {missing:?}");
 }
@@ -168,7 +147,7 @@ async fn graceful_shutdown_on(signal: &str) {
     let restarted = ServerProcess::spawn(&files, &[]);
     let mut alice = TestClient::connect(&restarted.server(), files.client_tls()).await;
     alice.login("alice", "password-one").await;
-    let stored = stored_ids(&mut alice).await;
+    let stored = stored_ids(&mut alice, "#general").await;
     for line in echoed {
         assert!(
             stored.contains(&field(&line, 2).parse().unwrap()),

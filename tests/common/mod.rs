@@ -19,7 +19,7 @@ use tlschat::auth::hash_password_blocking;
 use tlschat::client::{self, LineReader, LineWriter};
 use tlschat::net::{certs, tls};
 use tlschat::protocol::{Nick, ServerLine};
-use tlschat::store::Store;
+use tlschat::store::{Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
 /// How long a test waits for a line it expects before failing.
@@ -118,9 +118,21 @@ impl TestServer {
 
     /// Starts a server on existing files (a restart on the same database).
     pub async fn start_on(files: ServerFiles, config: Config) -> Self {
+        Self::start_on_with_busy_timeout(files, config, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// As [`TestServer::start_on`], with a store that waits at most `busy_timeout` for
+    /// another writer's lock (fault tests make commits fail quickly).
+    pub async fn start_on_with_busy_timeout(
+        files: ServerFiles,
+        config: Config,
+        busy_timeout: Duration,
+    ) -> Self {
         let certs = files.certs();
         let tls = tls::server_config(&certs.server_cert, &certs.server_key).expect("server TLS");
-        let store = Store::open(&files.db()).await.expect("open store");
+        let store = Store::open_with(&files.db(), busy_timeout)
+            .await
+            .expect("open store");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -183,6 +195,11 @@ impl TestServer {
             .expect("server stops within 30 s")
             .expect("server task");
         self.files
+    }
+
+    /// Fails the test if the server task has ended (returned or panicked).
+    pub fn assert_running(&self) {
+        assert!(!self.task.is_finished(), "the server task ended");
     }
 
     pub fn begin_shutdown(&self) {
@@ -308,6 +325,27 @@ impl TestClient {
             rest.push(line);
         }
         rest
+    }
+}
+
+/// Every stored message id of `room`, paging through `/history ROOM after ID 500`.
+pub async fn stored_ids(client: &mut TestClient, room: &str) -> std::collections::BTreeSet<i64> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut after = 0;
+    loop {
+        client
+            .send(&format!("/history {room} after {after} 500"))
+            .await;
+        let lines = client.collect_until("END history").await;
+        let page: Vec<i64> = lines[..lines.len() - 1]
+            .iter()
+            .map(|l| field(l, 2).parse().unwrap())
+            .collect();
+        ids.extend(&page);
+        match page.last() {
+            Some(last) if page.len() == 500 => after = *last,
+            _ => return ids,
+        }
     }
 }
 
