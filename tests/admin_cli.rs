@@ -422,10 +422,7 @@ async fn login_and_quit(server: &TestServer, nick: &str, password: &str) {
 /// One failed login attempt with exactly the contract's answer.
 async fn login_fails(server: &TestServer, nick: &str, password: &str) {
     let mut client = server.connect().await;
-    client.expect("NICK").await;
-    client.send(nick).await;
-    client.expect("PASS").await;
-    client.send(password).await;
+    client.answer_prompts(nick, password).await;
     assert_eq!(
         client.next().await,
         "ERR auth-failed Invalid nickname or password"

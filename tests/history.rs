@@ -20,10 +20,7 @@ async fn login_replays_the_last_twenty_messages_oldest_first() {
         alice.expect("MSG #general ").await;
     }
     let mut bob = server.connect().await;
-    bob.expect("NICK").await;
-    bob.send("bob").await;
-    bob.expect("PASS").await;
-    bob.send("password-two").await;
+    bob.answer_prompts("bob", "password-two").await;
     bob.expect("WELCOME bob ").await;
     bob.expect("JOIN #general ").await;
     let replay = bob.collect_until("INFO ").await;

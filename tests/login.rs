@@ -14,10 +14,9 @@ async fn login_succeeds_with_the_exact_welcome_sequence() {
         .add_user("alice", "correct horse battery staple")
         .await;
     let mut alice = server.connect().await;
-    alice.expect("NICK").await;
-    alice.send("alice").await;
-    alice.expect("PASS").await;
-    alice.send("correct horse battery staple").await;
+    alice
+        .answer_prompts("alice", "correct horse battery staple")
+        .await;
     assert_eq!(
         alice.next().await,
         "WELCOME alice Logged in. You are in #general. Type /help for commands."
@@ -32,10 +31,7 @@ async fn nickname_is_case_insensitive_and_shown_as_registered() {
     let server = TestServer::start().await;
     server.add_user("Alice", "password-one").await;
     let mut client = server.connect().await;
-    client.expect("NICK").await;
-    client.send("aLiCe").await;
-    client.expect("PASS").await;
-    client.send("password-one").await;
+    client.answer_prompts("aLiCe", "password-one").await;
     client.expect("WELCOME Alice ").await;
     assert_eq!(field(&client.expect("JOIN #general ").await, 3), "Alice");
 }
@@ -51,10 +47,7 @@ async fn wrong_password_unknown_nick_and_bad_nick_fail_identically() {
         ("nobody", "password-one"),
         ("9 bad nick", "x"),
     ] {
-        client.expect("NICK").await;
-        client.send(nick).await;
-        client.expect("PASS").await;
-        client.send(password).await;
+        client.answer_prompts(nick, password).await;
         answers.push(client.next().await);
     }
     for answer in &answers {
@@ -70,10 +63,7 @@ async fn a_failure_asks_again_and_the_second_try_can_succeed() {
     let server = TestServer::start().await;
     server.add_user("alice", "password-one").await;
     let mut client = server.connect().await;
-    client.expect("NICK").await;
-    client.send("alice").await;
-    client.expect("PASS").await;
-    client.send("password-two").await;
+    client.answer_prompts("alice", "password-two").await;
     client.expect("ERR auth-failed ").await;
     client.login("alice", "password-one").await;
 }
@@ -195,10 +185,7 @@ async fn passwd_changes_the_password_for_the_next_login() {
         .await;
     assert_eq!(alice.next().await, "INFO Password changed.");
     let mut again = server.connect().await;
-    again.expect("NICK").await;
-    again.send("alice").await;
-    again.expect("PASS").await;
-    again.send("password-one").await;
+    again.answer_prompts("alice", "password-one").await;
     again.expect("ERR auth-failed ").await;
     again.login("alice", "new password with spaces").await;
 }

@@ -140,10 +140,7 @@ async fn memberships_are_stored_across_logins() {
     bob.expect("LEAVE #general ").await;
 
     let mut again = server.connect().await;
-    again.expect("NICK").await;
-    again.send("alice").await;
-    again.expect("PASS").await;
-    again.send("password-one").await;
+    again.answer_prompts("alice", "password-one").await;
     again
         .expect("WELCOME alice Logged in. You are in #general.")
         .await;

@@ -20,10 +20,7 @@ fn throttling() -> Config {
 
 /// One NICK/PASS round; returns the answer.
 async fn attempt(client: &mut TestClient, nick: &str, password: &str) -> String {
-    client.expect("NICK").await;
-    client.send(nick).await;
-    client.expect("PASS").await;
-    client.send(password).await;
+    client.answer_prompts(nick, password).await;
     client.next().await
 }
 

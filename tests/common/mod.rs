@@ -225,12 +225,17 @@ impl TestClient {
         }
     }
 
-    /// Logs in; every line up to the `INFO` that ends the login replay stays in `seen`.
-    pub async fn login(&mut self, nick: &str, password: &str) {
+    /// Waits for the `NICK` and `PASS` prompts and answers them; the answer is left to read.
+    pub async fn answer_prompts(&mut self, nick: &str, password: &str) {
         self.expect("NICK").await;
         self.send(nick).await;
         self.expect("PASS").await;
         self.send(password).await;
+    }
+
+    /// Logs in; every line up to the `INFO` that ends the login replay stays in `seen`.
+    pub async fn login(&mut self, nick: &str, password: &str) {
+        self.answer_prompts(nick, password).await;
         self.expect(&format!("WELCOME {nick} ")).await;
         self.skip_until("INFO ").await;
     }
