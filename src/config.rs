@@ -89,6 +89,9 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
+        if self.hash_wait.is_zero() {
+            return Err("hash_wait must be a positive number of seconds".into());
+        }
         let rates = [
             ("flood_per_second", self.flood_per_second),
             (

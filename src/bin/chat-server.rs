@@ -78,6 +78,39 @@ struct Args {
     /// Flood control: refused lines tolerated before `BYE flooding`.
     #[arg(long, env = "CHAT_FLOOD_TOLERATED", default_value_t = 20)]
     flood_tolerated: u32,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds of silence before TCP keepalive probes start.
+    #[arg(long, env = "CHAT_KEEPALIVE_IDLE", default_value_t = 60)]
+    keepalive_idle: u64,
+    /// Seconds sent data may stay unacknowledged before a peer counts as gone.
+    #[arg(long, env = "CHAT_DEAD_PEER_TIMEOUT", default_value_t = 90)]
+    dead_peer_timeout: u64,
+    /// Password hashes computed at once (default: the CPUs the server may use).
+    #[arg(long, env = "CHAT_HASH_CONCURRENCY")]
+    hash_concurrency: Option<usize>,
+    /// Seconds a login waits for a hashing slot before `ERR server-busy`.
+    #[arg(long, env = "CHAT_HASH_WAIT", default_value_t = 2.0)]
+    hash_wait: f64,
+    /// Login throttling: milliseconds of delay after one failure (doubling per failure).
+    #[arg(long, env = "CHAT_LOGIN_FAILURE_DELAY_MS", default_value_t = 250)]
+    login_failure_delay_ms: u64,
+    /// Login throttling: failures from one address before it is refused for a while.
+    #[arg(long, env = "CHAT_LOGIN_REFUSE_AFTER", default_value_t = 10)]
+    login_refuse_after: u32,
+    /// Login throttling: the longest delay (and refusal) an address's failures cause, seconds.
+    #[arg(long, env = "CHAT_LOGIN_MAX_ADDRESS_DELAY", default_value_t = 60)]
+    login_max_address_delay: u64,
+    /// Login throttling: the longest delay a nickname's failures cause, seconds.
+    #[arg(long, env = "CHAT_LOGIN_MAX_ACCOUNT_DELAY", default_value_t = 8)]
+    login_max_account_delay: u64,
+    /// Login throttling: seconds after which a failure no longer counts.
+    #[arg(long, env = "CHAT_LOGIN_FORGET_AFTER", default_value_t = 900)]
+    login_forget_after: u64,
+    /// Stored messages replayed per room on login and `/join`.
+    #[arg(long, env = "CHAT_REPLAY_PER_ROOM", default_value_t = tlschat::protocol::REPLAY_PER_ROOM)]
+    replay_per_room: u32,
     /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
     #[arg(long, env = "CHAT_LOG", default_value = "info")]
     log: String,
@@ -114,6 +147,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
     let (cert, key) = certificate_paths(&args)?;
     let tls_config = tls::server_config(&cert, &key)?;
+    raise_descriptor_limit(config.max_connections);
     let leaf = tls::load_certs(&cert)?;
     let fingerprint = tls::fingerprint_sha256(&leaf[0]);
 
@@ -149,7 +183,23 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each connection needs a descriptor, and the usual soft limit (1024) is far below
+/// `max_connections`; raise it as far as the hard limit allows.
+fn raise_descriptor_limit(max_connections: usize) {
+    // The database, the listener and the log need a few more.
+    let wanted = max_connections as u64 + 64;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            "the descriptor limit is {limit}, below max_connections ({max_connections}); \
+             connections beyond it are refused. Raise it (ulimit -n, LimitNOFILE=)"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!("cannot raise the descriptor limit: {error}"),
+    }
+}
+
 fn config_from(args: &Args) -> Config {
+    let defaults = Config::default();
     Config {
         login_timeout: Duration::from_secs(args.login_timeout),
         max_line: args.max_line,
@@ -164,7 +214,17 @@ fn config_from(args: &Args) -> Config {
         flood_burst: args.flood_burst,
         flood_per_second: args.flood_rate,
         flood_tolerated: args.flood_tolerated,
-        ..Config::default()
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        keepalive_idle: Duration::from_secs(args.keepalive_idle),
+        dead_peer_timeout: Duration::from_secs(args.dead_peer_timeout),
+        hash_concurrency: args.hash_concurrency.unwrap_or(defaults.hash_concurrency),
+        hash_wait: Duration::try_from_secs_f64(args.hash_wait).unwrap_or(Duration::ZERO),
+        login_failure_delay: Duration::from_millis(args.login_failure_delay_ms),
+        login_refuse_after: args.login_refuse_after,
+        login_max_address_delay: Duration::from_secs(args.login_max_address_delay),
+        login_max_account_delay: Duration::from_secs(args.login_max_account_delay),
+        login_forget_after: Duration::from_secs(args.login_forget_after),
+        replay_per_room: args.replay_per_room,
     }
 }
 
