@@ -2,6 +2,7 @@
 //! tokio's blocking pool behind a semaphore, so hashing never stalls the chat and its memory
 //! stays at most `permits x 19 MiB`.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,53 @@ pub fn hash_password_blocking(password: &str) -> Result<String, AuthError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Hashes every password on `threads` threads of its own (at least one), for bulk imports;
+/// the hashes come back in the order of `passwords`. `progress` is told how many are done
+/// after each one. The first failure stops the work.
+pub fn hash_many_blocking(
+    passwords: &[&str],
+    threads: usize,
+    progress: impl Fn(usize) + Sync,
+) -> Result<Vec<String>, AuthError> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let worker = || -> Result<Vec<(usize, String)>, AuthError> {
+        let mut hashed = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(password) = passwords.get(index) else {
+                break;
+            };
+            let hash = hash_password_blocking(password).inspect_err(|_| {
+                failed.store(true, Ordering::Relaxed);
+            })?;
+            hashed.push((index, hash));
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+        Ok(hashed)
+    };
+    let threads = threads.clamp(1, passwords.len().max(1));
+    let parts: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })
+            .collect()
+    });
+    let mut hashes = vec![String::new(); passwords.len()];
+    for part in parts {
+        for (index, hash) in part? {
+            hashes[index] = hash;
+        }
+    }
+    Ok(hashes)
 }
 
 fn verify_blocking(phc: &str, password: &str) -> bool {
@@ -122,6 +170,23 @@ mod tests {
             .await
             .unwrap());
         assert!(!passwords.verify(None, "anything".into()).await.unwrap());
+    }
+
+    #[test]
+    fn many_hashes_come_back_in_order() {
+        let passwords = ["first password", "second password", "third password"];
+        let most = AtomicUsize::new(0);
+        let hashes = hash_many_blocking(&passwords, 2, |done| {
+            most.fetch_max(done, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(hashes.len(), 3);
+        for (hash, password) in hashes.iter().zip(passwords) {
+            assert!(verify_blocking(hash, password), "{password}");
+        }
+        assert!(!verify_blocking(&hashes[0], passwords[1]));
+        assert_eq!(most.into_inner(), 3);
+        assert!(hash_many_blocking(&[], 4, |_| {}).unwrap().is_empty());
     }
 
     #[test]
