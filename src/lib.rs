@@ -10,6 +10,7 @@
 //!   owns rooms and presence and stores-then-delivers messages, and the outbox that writes.
 //! - [`store`]: SQLite through sqlx — accounts, rooms, memberships, messages.
 //! - [`auth`]: argon2id hashing off the async runtime, bounded.
+//! - [`import`]: the account list `chat-admin import` reads, checked line by line.
 //! - [`client`]: connecting and speaking the protocol, used by `chat` and the tests.
 //! - [`config`]: limits and timeouts.
 //!
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod import;
 pub mod net;
 pub mod protocol;
 pub mod server;
