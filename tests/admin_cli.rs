@@ -1,5 +1,5 @@
-//! `chat-admin`, the real binary: accounts (adduser, deluser, passwd, list), its refusals,
-//! `gen-cert`, and account changes taking effect while a server runs.
+//! `chat-admin`, the real binary: accounts (adduser, deluser, passwd, list, import), its
+//! refusals, `gen-cert`, and account changes taking effect while a server runs.
 
 mod common;
 
@@ -463,5 +463,192 @@ async fn account_changes_take_effect_while_the_server_runs() {
     let run = admin_async(&db, &["list"], None).await;
     assert_success(&run);
     assert!(!run.stdout.contains("carol"), "{run:?}");
+    server.stop().await;
+}
+
+/// Writes `contents` to `name` next to `db` (where `chat-admin` runs), for `import NAME`.
+fn write_list(db: &Path, name: &str, contents: &str) {
+    std::fs::write(db.parent().unwrap().join(name), contents).unwrap();
+}
+
+/// `chat-admin import team.txt` (written with `contents`), beside a running server.
+async fn import_file_async(db: &Path, contents: &str) -> Run {
+    write_list(db, "team.txt", contents);
+    admin_async(db, &["import", "team.txt"], None).await
+}
+
+fn assert_imported(run: &Run, imported: usize, skipped: usize) {
+    assert_success(run);
+    let summary = format!("imported {imported} accounts (skipped {skipped} existing) in ");
+    assert!(
+        run.stdout.starts_with(&summary) && run.stdout.trim_end().ends_with('s'),
+        "expected {summary:?}...:\n{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn import_from_stdin_and_from_a_file_then_the_users_log_in() {
+    let server = TestServer::start().await;
+    let db = server.files.db();
+    let run = admin_async(
+        &db,
+        &["import"],
+        Some("# from standard input\n\nalice alices-password\nbob bobs-password\n"),
+    )
+    .await;
+    assert_imported(&run, 2, 0);
+    let run = import_file_async(&db, "carol carols-password\r\ndave daves-password").await;
+    assert_imported(&run, 2, 0);
+    let run = admin_async(&db, &["import", "-"], Some("erin erins-password\n")).await;
+    assert_imported(&run, 1, 0);
+
+    let list = admin_async(&db, &["list"], None).await;
+    for nick in ["alice", "bob", "carol", "dave", "erin"] {
+        let line = list
+            .stdout
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(nick))
+            .unwrap_or_else(|| panic!("{nick} not listed:\n{list:?}"));
+        assert!(
+            line.contains("in 1 room"),
+            "{nick} starts in #general: {line:?}"
+        );
+    }
+    for (nick, password) in [
+        ("alice", "alices-password"),
+        ("bob", "bobs-password"),
+        ("carol", "carols-password"),
+        ("dave", "daves-password"),
+        ("erin", "erins-password"),
+    ] {
+        login_and_quit(&server, nick, password).await;
+    }
+    login_fails(&server, "bob", "alices-password").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn import_keeps_spaces_inside_passwords_and_trims_the_ends() {
+    let server = TestServer::start().await;
+    let db = server.files.db();
+    let run = import_file_async(
+        &db,
+        "alice correct horse battery staple\n  bob \t two  spaces\there \t \r\n",
+    )
+    .await;
+    assert_imported(&run, 2, 0);
+    login_fails(&server, "alice", "correct").await;
+    login_fails(&server, "bob", " two  spaces\there").await;
+    login_and_quit(&server, "alice", "correct horse battery staple").await;
+    login_and_quit(&server, "bob", "two  spaces\there").await;
+    server.stop().await;
+}
+
+#[test]
+fn import_reports_every_bad_line_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    write_list(
+        &db,
+        "team.txt",
+        "alice alices-password\n\
+         # a comment\n\
+         bob secret7\n\
+         carol carols-password\n\
+         9lives nines-password\n\
+         dave\n",
+    );
+    let run = admin(&db, &["import", "team.txt"], None);
+    assert_failure(&run);
+    for (line, says) in [
+        ("team.txt:3: ", "8 characters"),
+        ("team.txt:5: ", "invalid nickname"),
+        ("team.txt:6: ", "no password"),
+    ] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(line) && l.contains(says)),
+            "{line} {says}:\n{run:?}"
+        );
+    }
+    let reported = run.stderr.lines().filter(|l| l.starts_with("team.txt:"));
+    assert_eq!(reported.count(), 3, "only the bad lines:\n{run:?}");
+    for password in [
+        "alices-password",
+        "secret7",
+        "carols-password",
+        "nines-password",
+    ] {
+        assert!(
+            !run.stderr.contains(password) && !run.stdout.contains(password),
+            "{password} shown:\n{run:?}"
+        );
+    }
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+
+    // Standard input is named as such.
+    let run = admin(
+        &db,
+        &["import"],
+        Some("alice alices-password\nbob secret7\n"),
+    );
+    assert_failure(&run);
+    assert!(run.stderr.contains("<stdin>:2: "), "{run:?}");
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+}
+
+#[test]
+fn import_refuses_a_nickname_twice_in_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let run = admin(
+        &db,
+        &["import"],
+        Some("alice alices-password\nbob bobs-password\nALICE other-password\n"),
+    );
+    assert_failure(&run);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("<stdin>:3: ") && l.contains("line 1")),
+        "{run:?}"
+    );
+    assert_eq!(listed_nicks(&db), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn import_refuses_existing_accounts_unless_told_to_skip_them() {
+    let server = TestServer::start().await;
+    let db = server.files.db();
+    server.add_user("Alice", "alices-own-password").await;
+    let list = "bob bobs-password\nalice replaced-password\ncarol carols-password\n";
+
+    let run = admin_async(&db, &["import"], Some(list)).await;
+    assert_failure(&run);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("<stdin>:2: ") && l.contains("taken")),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--skip-existing"), "{run:?}");
+    assert_eq!(
+        admin_async(&db, &["list"], None)
+            .await
+            .stdout
+            .lines()
+            .count(),
+        1,
+        "nothing imported"
+    );
+
+    let run = admin_async(&db, &["import", "--skip-existing"], Some(list)).await;
+    assert_imported(&run, 2, 1);
+    login_and_quit(&server, "bob", "bobs-password").await;
+    login_and_quit(&server, "carol", "carols-password").await;
+    // The existing account is left as it was.
+    login_and_quit(&server, "Alice", "alices-own-password").await;
+    login_fails(&server, "alice", "replaced-password").await;
     server.stop().await;
 }

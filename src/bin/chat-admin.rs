@@ -1,19 +1,25 @@
 //! `chat-admin`: accounts and certificates. Works while the server runs (SQLite's busy
 //! timeout covers the overlap); changes apply to the next login.
 
+use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 
-use tlschat::auth::{hash_password_blocking, password_problem};
+use tlschat::auth::{hash_many_blocking, hash_password_blocking, password_problem};
+use tlschat::import::{read_accounts, AccountList, NewAccount};
 use tlschat::net::certs;
 use tlschat::protocol::{format_timestamp, Nick};
 use tlschat::store::Store;
 
 /// Manage tlschat accounts and certificates.
+///
+/// Accounts one at a time with `adduser`, or many at once with `import FILE`, a file of
+/// `NICK PASSWORD` lines (`chat-admin import --help` tells more).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -32,6 +38,19 @@ enum Command {
         /// Read the password from the first line of standard input instead of asking.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Create many accounts from lines `NICK PASSWORD`; each starts in #general.
+    ///
+    /// The password is the rest of the line and may contain spaces. Blank lines and lines
+    /// starting with `#` are skipped. Every line is checked first (nickname and password
+    /// rules, no nickname twice); if any is bad, each is reported as FILE:LINE and nothing
+    /// is created. Passwords are hashed on every core.
+    Import {
+        /// The list; standard input when absent or `-`.
+        file: Option<PathBuf>,
+        /// Skip nicknames that already have an account instead of refusing the import.
+        #[arg(long)]
+        skip_existing: bool,
     },
     /// Delete an account and its memberships (its messages stay in the history).
     Deluser { nick: String },
@@ -67,15 +86,24 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if let Command::GenCert { dir, hostnames } = &args.command {
-        return gen_cert(dir, hostnames);
+    match &args.command {
+        Command::GenCert { dir, hostnames } => return gen_cert(dir, hostnames),
+        Command::Import {
+            file,
+            skip_existing,
+        } => return import(&args.db, file.as_deref(), *skip_existing).await,
+        _ => {}
     }
-    let store = Store::open(&args.db)
-        .await
-        .with_context(|| format!("cannot open database {}", args.db.display()))?;
+    let store = open_store(&args.db).await?;
     let result = account_command(&store, args.command).await;
     store.close().await;
     result
+}
+
+async fn open_store(db: &Path) -> anyhow::Result<Store> {
+    Store::open(db)
+        .await
+        .with_context(|| format!("cannot open database {}", db.display()))
 }
 
 async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> {
@@ -126,7 +154,9 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
                 );
             }
         }
-        Command::GenCert { .. } => unreachable!("handled before opening the database"),
+        Command::GenCert { .. } | Command::Import { .. } => {
+            unreachable!("handled before opening the database")
+        }
     }
     Ok(())
 }
@@ -159,6 +189,114 @@ async fn new_password_hash(nick: &Nick, from_stdin: bool) -> anyhow::Result<Stri
         bail!("{problem}");
     }
     Ok(tokio::task::spawn_blocking(move || hash_password_blocking(&password)).await??)
+}
+
+/// Accounts a transaction creates: short enough not to hold up the server's writes for long.
+const IMPORT_BATCH: usize = 500;
+
+/// `chat-admin import`: checks the whole list before opening the database, refuses (or with
+/// `skip_existing` skips) nicknames already taken, hashes on every core, then inserts.
+async fn import(db: &Path, file: Option<&Path>, skip_existing: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (source, list) = read_account_list(file)?;
+    for problem in &list.problems {
+        eprintln!("{source}:{}: {}", problem.line, problem.message);
+    }
+    if !list.problems.is_empty() {
+        bail!(
+            "{} bad line(s) in {source}; nothing imported",
+            list.problems.len()
+        );
+    }
+    let store = open_store(db).await?;
+    let result = import_into(&store, &source, list.accounts, skip_existing).await;
+    store.close().await;
+    let (imported, skipped) = result?;
+    println!(
+        "imported {imported} accounts (skipped {skipped} existing) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The list from `file`, or standard input for none or `-`, with the name to report it by.
+fn read_account_list(file: Option<&Path>) -> anyhow::Result<(String, AccountList)> {
+    match file {
+        None => Ok((
+            "<stdin>".to_owned(),
+            read_accounts(std::io::stdin().lock())?,
+        )),
+        Some(path) if path.as_os_str() == "-" => read_account_list(None),
+        Some(path) => {
+            let name = path.display().to_string();
+            let opened = std::fs::File::open(path).with_context(|| format!("cannot open {name}"));
+            let list = read_accounts(std::io::BufReader::new(opened?))
+                .with_context(|| format!("cannot read {name}"))?;
+            Ok((name, list))
+        }
+    }
+}
+
+/// Returns how many accounts were created and how many skipped as existing.
+async fn import_into(
+    store: &Store,
+    source: &str,
+    accounts: Vec<NewAccount>,
+    skip_existing: bool,
+) -> anyhow::Result<(usize, usize)> {
+    let nicks: Vec<Nick> = accounts.iter().map(|a| a.nick.clone()).collect();
+    let taken: HashSet<String> = store
+        .taken_nicks(&nicks)
+        .await?
+        .iter()
+        .map(|nick| nick.to_ascii_lowercase())
+        .collect();
+    let (existing, new): (Vec<_>, Vec<_>) = accounts
+        .into_iter()
+        .partition(|a| taken.contains(&a.nick.as_str().to_ascii_lowercase()));
+    if !existing.is_empty() && !skip_existing {
+        for account in &existing {
+            eprintln!(
+                "{source}:{}: the nickname {} is taken",
+                account.line, account.nick
+            );
+        }
+        bail!(
+            "{} account(s) already exist; nothing imported (--skip-existing skips them)",
+            existing.len()
+        );
+    }
+    let hashed = tokio::task::spawn_blocking(move || hash_all(new)).await??;
+    let mut imported = 0;
+    for batch in hashed.chunks(IMPORT_BATCH) {
+        store.create_accounts(batch).await.with_context(|| {
+            format!(
+                "{imported} of {} accounts were imported before this failure \
+                 (--skip-existing imports the rest)",
+                hashed.len()
+            )
+        })?;
+        imported += batch.len();
+    }
+    Ok((imported, existing.len()))
+}
+
+/// Hashes the passwords on one thread per core, showing progress on a terminal.
+fn hash_all(accounts: Vec<NewAccount>) -> anyhow::Result<Vec<(Nick, String)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total = accounts.len();
+    let show = total > 0 && std::io::stderr().is_terminal();
+    let every = (total / 100).max(1);
+    let passwords: Vec<&str> = accounts.iter().map(|a| a.password.as_str()).collect();
+    let hashes = hash_many_blocking(&passwords, threads, |done| {
+        if show && (done % every == 0 || done == total) {
+            eprint!("\rhashing passwords: {done}/{total}");
+        }
+    })?;
+    if show {
+        eprintln!();
+    }
+    Ok(accounts.into_iter().map(|a| a.nick).zip(hashes).collect())
 }
 
 fn gen_cert(dir: &std::path::Path, hostnames: &[String]) -> anyhow::Result<()> {
