@@ -4,4 +4,4 @@ pub mod certs;
 mod codec;
 pub mod tls;
 
-pub use codec::{InboundLine, LineCodec};
+pub use codec::{InboundLine, LineCodec, LineReader};

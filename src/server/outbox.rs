@@ -336,6 +336,8 @@ impl Outbox {
                     return false;
                 }
             }
+            // An idle connection keeps no write buffer; thousands of them add up.
+            *buf = Vec::new();
             self.ready.notified().await;
         }
     }
@@ -348,13 +350,9 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     outbox: &Outbox,
     write_timeout: Duration,
 ) {
-    const KEEP_CAPACITY: usize = 16 * 1024;
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        if buf.capacity() > KEEP_CAPACITY {
-            buf.shrink_to(KEEP_CAPACITY);
-        }
         let open = outbox.next_batch(&mut buf).await;
         if !buf.is_empty() {
             let write = async {

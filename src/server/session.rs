@@ -4,11 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
 use super::flood::{FloodGuard, Verdict};
 use super::hub::{Request, SessionId};
@@ -16,7 +14,7 @@ use super::outbox::Outbox;
 use super::throttle::Decision;
 use super::Shared;
 use crate::auth::{password_problem, AuthError};
-use crate::net::{InboundLine, LineCodec};
+use crate::net::{InboundLine, LineReader};
 use crate::protocol::{
     is_blank, parse_command, ByeReason, Command, ErrorCode, LeaveReason, Nick, ServerLine,
     MAX_LOGIN_ATTEMPTS,
@@ -76,7 +74,7 @@ pub(super) struct Session<R> {
     history_slot: Arc<Semaphore>,
     flood: FloodGuard,
     peer: SocketAddr,
-    lines: FramedRead<R, LineCodec>,
+    lines: LineReader<R>,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
 }
@@ -89,7 +87,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         outbox: Arc<Outbox>,
         shared: Arc<Shared>,
     ) -> Self {
-        let lines = FramedRead::new(reader, LineCodec::new(shared.config.max_line));
+        let lines = LineReader::new(reader, shared.config.max_line);
         let flood = new_flood_guard(&shared);
         Self {
             id,

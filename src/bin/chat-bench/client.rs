@@ -294,13 +294,14 @@ impl Target {
                 if room != "#general" {
                     request.push_str("/part #general\n");
                 }
-                request.push_str(&format!("/join {room}\n"));
+                // Answers come in request order, so once the short history asked for last
+                // has ended, the part and the join are done too (a JOIN line alone could
+                // be the login's own, for a room joined in an earlier run).
+                request.push_str(&format!("/join {room}\n/history {room} 1\n"));
                 send(stream, request.as_bytes()).await?;
-                let joined = format!("JOIN {room} ");
-                let me = format!(" {nick}");
                 loop {
                     let line = buffer.read_line(stream).await?;
-                    if line.starts_with(&joined) && line.ends_with(&me) {
+                    if line == "END history" {
                         return Ok(());
                     }
                     if line.starts_with("BYE") {

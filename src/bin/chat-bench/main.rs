@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use client::{bench_password, Dialect, Target};
-use stats::{human, rss_kib, Traffic};
+use stats::{cpu_seconds, human, rss_kib, Traffic};
 use traffic::{Pace, Plan, Shared};
 
 /// Load generator for tlschat (and IRC servers, for comparison).
@@ -364,9 +364,18 @@ async fn connect(
     shared: &Arc<Shared>,
     common: &Common,
 ) -> anyhow::Result<(Vec<Option<traffic::Client>>, Value)> {
+    connect_range(shared, common, 0..shared.plan.clients()).await
+}
+
+async fn connect_range(
+    shared: &Arc<Shared>,
+    common: &Common,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<(Vec<Option<traffic::Client>>, Value)> {
     let started = Instant::now();
     let (clients, failures) = traffic::connect_all(
         shared,
+        range,
         common.connect_concurrency,
         Duration::from_secs(common.connect_timeout),
     )
@@ -418,10 +427,10 @@ async fn traffic_run(
     let from = begin + Duration::from_secs_f64(warmup);
     let to = from + Duration::from_secs_f64(duration);
     shared.set_window(from, to);
-    let rss_start = sample_rss_at(common.server_pid, from);
+    let at_start = sample_at(common.server_pid, from);
     traffic::send_all(&shared, &clients, pace, begin, to).await;
-    let rss_end = common.server_pid.and_then(rss_kib);
-    let rss_start = rss_start.await.ok().flatten();
+    let at_end = Sample::take(common.server_pid);
+    let at_start = at_start.await.unwrap_or_default();
     let traffic = traffic::finish(
         &shared,
         clients,
@@ -439,15 +448,43 @@ async fn traffic_run(
     );
     merge(
         &mut report,
-        json!({"server_rss_kib": {"before_connect": rss_before, "window_start": rss_start, "window_end": rss_end}}),
+        json!({
+            "server_rss_kib": {"before_connect": rss_before, "window_start": at_start.rss, "window_end": at_end.rss},
+            "cpu_percent": {
+                "server": Sample::percent(at_start.server_cpu, at_end.server_cpu, duration),
+                "bench": Sample::percent(at_start.bench_cpu, at_end.bench_cpu, duration),
+            },
+        }),
     );
     Ok(report)
 }
 
-fn sample_rss_at(pid: Option<u32>, at: Instant) -> tokio::task::JoinHandle<Option<u64>> {
+/// The server's memory and the CPU time of the server and of this process at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sample {
+    rss: Option<u64>,
+    server_cpu: Option<f64>,
+    bench_cpu: Option<f64>,
+}
+
+impl Sample {
+    fn take(server_pid: Option<u32>) -> Self {
+        Self {
+            rss: server_pid.and_then(rss_kib),
+            server_cpu: server_pid.and_then(|pid| cpu_seconds(&pid.to_string())),
+            bench_cpu: cpu_seconds("self"),
+        }
+    }
+
+    fn percent(start: Option<f64>, end: Option<f64>, seconds: f64) -> Option<f64> {
+        Some((end? - start?) / seconds * 100.0)
+    }
+}
+
+fn sample_at(pid: Option<u32>, at: Instant) -> tokio::task::JoinHandle<Sample> {
     tokio::spawn(async move {
         tokio::time::sleep_until(at.into()).await;
-        pid.and_then(rss_kib)
+        Sample::take(pid)
     })
 }
 
@@ -462,14 +499,37 @@ async fn idle(
     let plan = Plan::new(clients, room_size, 1, &common.room, &common.prefix);
     let rooms = plan.rooms.len();
     let shared = Shared::new(target, plan, common.payload);
+    // Memory is read with half the clients connected and with all of them: the difference
+    // is what connections cost, without what the first logins warm up once (hashing
+    // memory, pools, tables).
+    let settle = Duration::from_secs_f64(settle);
     let rss_before = common.server_pid.and_then(rss_kib);
-    let (connected, connect) = connect(&shared, common).await?;
-    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    let half = clients / 2;
+    let (mut connected, first) = connect_range(&shared, common, 0..half).await?;
+    tokio::time::sleep(settle).await;
+    let rss_half = common.server_pid.and_then(rss_kib);
+    let (rest, second) = connect_range(&shared, common, half..clients).await?;
+    connected.extend(rest);
+    tokio::time::sleep(settle).await;
     let rss_after = common.server_pid.and_then(rss_kib);
-    let held = connect["connected"].as_u64().unwrap_or(0);
-    let per_connection = match (rss_before, rss_after) {
-        (Some(before), Some(after)) if held > 0 => {
-            Some(after.saturating_sub(before) as f64 / held as f64)
+    let count = |report: &Value, key: &str| report[key].as_u64().unwrap_or(0);
+    let samples: Vec<&Value> = [&first, &second]
+        .into_iter()
+        .filter_map(|report| report["failure_samples"].as_array())
+        .flatten()
+        .take(5)
+        .collect();
+    let connect = json!({
+        "clients": clients,
+        "connected": count(&first, "connected") + count(&second, "connected"),
+        "seconds": first["seconds"].as_f64().unwrap_or(0.0) + second["seconds"].as_f64().unwrap_or(0.0),
+        "failures": count(&first, "failures") + count(&second, "failures"),
+        "failure_samples": samples,
+    });
+    let marginal = count(&second, "connected");
+    let per_connection = match (rss_half, rss_after) {
+        (Some(half), Some(after)) if marginal > 0 => {
+            Some(after.saturating_sub(half) as f64 / marginal as f64)
         }
         _ => None,
     };
@@ -496,7 +556,7 @@ async fn idle(
             "scenario": "idle",
             "rooms": rooms,
             "room_size": if room_size == 0 { clients } else { room_size },
-            "server_rss_kib": {"before_connect": rss_before, "after_login": rss_after},
+            "server_rss_kib": {"before_connect": rss_before, "half_connected": rss_half, "all_connected": rss_after},
             "server_kib_per_connection": per_connection,
         }),
     );
@@ -678,6 +738,14 @@ fn print_report(report: &Value) {
     }
     for sample in connect["failure_samples"].as_array().into_iter().flatten() {
         println!("    connect failure: {}", sample.as_str().unwrap_or(""));
+    }
+    let cpu = &report["cpu_percent"];
+    if cpu.is_object() {
+        println!(
+            "  CPU              server {:.0}%  bench {:.0}%",
+            number(&cpu["server"]),
+            number(&cpu["bench"])
+        );
     }
     if let Some(per) = report["server_kib_per_connection"].as_f64() {
         println!("  server memory    {per:.1} KiB per idle logged-in connection");

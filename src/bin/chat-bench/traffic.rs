@@ -184,12 +184,13 @@ pub struct Client {
 /// Returns the clients in plan order and the failures.
 pub async fn connect_all(
     shared: &Arc<Shared>,
+    clients: std::ops::Range<usize>,
     concurrency: usize,
     timeout: Duration,
 ) -> (Vec<Option<Client>>, Vec<String>) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut joins = Vec::with_capacity(shared.plan.clients());
-    for client in 0..shared.plan.clients() {
+    let mut joins = Vec::with_capacity(clients.len());
+    for client in clients {
         let shared = shared.clone();
         let permits = permits.clone();
         joins.push(tokio::spawn(async move {
