@@ -1,6 +1,7 @@
-//! Password hashing with argon2id (OWASP's parameters: 19 MiB, 2 passes, 1 lane), run on
-//! tokio's blocking pool behind a semaphore, so hashing never stalls the chat. Each thread
-//! that hashes keeps its 19 MiB of working memory and reuses it (see [`with_blocks`]).
+//! Password hashing with argon2id (OWASP's parameters: 19 MiB, 2 passes, 1 lane), run on a
+//! few threads of its own at a lower priority, behind a semaphore, so hashing never stalls
+//! the chat. Each thread keeps its 19 MiB of working memory and reuses it (see
+//! [`with_blocks`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -154,9 +155,55 @@ pub fn password_problem(password: &str) -> Option<String> {
         .then(|| format!("A password needs at least {MIN_PASSWORD_CHARS} characters"))
 }
 
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// How much lower than the chat the hashing threads run (a nice value). Logins then take
+/// whatever CPU the chat leaves, so a login storm slows logins, not the conversation.
+const HASHING_NICENESS: i32 = 10;
+
+/// Starts `count` hashing threads that take jobs from one queue and stop when every sender
+/// is gone. Dedicated threads keep the argon2 memory at `count x 19 MiB` and can be given a
+/// lower priority, which a shared blocking pool could not.
+fn start_hashing_threads(count: usize) -> std::io::Result<std::sync::mpsc::Sender<HashJob>> {
+    let (sender, receiver) = std::sync::mpsc::channel::<HashJob>();
+    let receiver = Arc::new(std::sync::Mutex::new(receiver));
+    for index in 0..count {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("hash-{index}"))
+            .spawn(move || {
+                lower_this_threads_priority();
+                loop {
+                    // Only waiting threads contend for this lock; a job runs without it.
+                    let job = match receiver.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+    }
+    Ok(sender)
+}
+
+fn lower_this_threads_priority() {
+    // Linux applies PRIO_PROCESS with a thread id to that thread alone.
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(thread), HASHING_NICENESS) {
+            tracing::debug!(%error, "could not lower the priority of a hashing thread");
+        }
+    }
+}
+
 /// A cheap `Clone` handle to the bounded hashing service.
 #[derive(Clone)]
 pub struct Passwords {
+    jobs: std::sync::mpsc::Sender<HashJob>,
     permits: Arc<Semaphore>,
     /// Verified against when the nickname does not exist, so a login for an unknown nickname
     /// costs the same as one with a wrong password.
@@ -168,8 +215,12 @@ pub struct Passwords {
 impl Passwords {
     pub fn new(max_in_flight: usize, max_wait: Duration) -> Result<Self, AuthError> {
         let dummy = hash_password_blocking("no account has this password, it only burns time")?;
+        let threads = max_in_flight.max(1);
+        let jobs = start_hashing_threads(threads)
+            .map_err(|e| AuthError::Hash(format!("cannot start hashing threads: {e}")))?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            jobs,
+            permits: Arc::new(Semaphore::new(threads)),
             dummy_hash: dummy.into(),
             max_wait,
         })
@@ -201,12 +252,17 @@ impl Passwords {
             .await
             .map_err(|_| AuthError::Busy)?
             .map_err(|_| AuthError::Busy)?;
-        tokio::task::spawn_blocking(move || {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
             let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|e| AuthError::Hash(e.to_string()))
+            let _ = answer.send(work());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| AuthError::Hash("the hashing threads stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| AuthError::Hash("a hashing thread failed".into()))
     }
 }
 

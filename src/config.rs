@@ -33,6 +33,9 @@ pub struct Config {
     /// How long sent data may stay unacknowledged before the kernel gives up on the peer
     /// (`TCP_USER_TIMEOUT`, Linux).
     pub dead_peer_timeout: Duration,
+    /// TLS handshakes computed at once; more connections wait their turn (within the
+    /// handshake timeout), so a connection storm cannot crowd out the chat.
+    pub max_handshakes: usize,
     /// Password hashes computed at once (each takes 19 MiB and one core for tens of ms).
     pub hash_concurrency: usize,
     /// How long a login waits for a hashing slot before `ERR server-busy`.
@@ -80,6 +83,7 @@ impl Config {
             ("outbox_max_lines", self.outbox_max_lines),
             ("max_connections", self.max_connections),
             ("hash_concurrency", self.hash_concurrency),
+            ("max_handshakes", self.max_handshakes),
             ("flood_burst", self.flood_burst as usize),
             ("max_per_address", self.max_per_address as usize),
             ("new_per_address_burst", self.new_per_address_burst as usize),
@@ -123,6 +127,7 @@ impl Default for Config {
             new_per_address_per_second: 2.0,
             keepalive_idle: Duration::from_secs(60),
             dead_peer_timeout: Duration::from_secs(90),
+            max_handshakes: 8 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hash_wait: Duration::from_secs(2),
             login_failure_delay: Duration::from_millis(250),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use tlschat::net::{certs, tls};
-use tlschat::store::Store;
+use tlschat::store::{Durability, Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
 /// A TLS chat server with password-checked nicknames.
@@ -81,6 +81,9 @@ struct Args {
     /// Seconds a TLS handshake may take.
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     handshake_timeout: u64,
+    /// TLS handshakes computed at once (default: 8 per CPU the server may use).
+    #[arg(long, env = "CHAT_MAX_HANDSHAKES")]
+    max_handshakes: Option<usize>,
     /// Seconds of silence before TCP keepalive probes start.
     #[arg(long, env = "CHAT_KEEPALIVE_IDLE", default_value_t = 60)]
     keepalive_idle: u64,
@@ -111,9 +114,29 @@ struct Args {
     /// Stored messages replayed per room on login and `/join`.
     #[arg(long, env = "CHAT_REPLAY_PER_ROOM", default_value_t = tlschat::protocol::REPLAY_PER_ROOM)]
     replay_per_room: u32,
+    /// What a stored message survives: `power-loss` waits for the disk on every commit;
+    /// `process-crash` survives the server being killed but not the machine losing power,
+    /// and commits in microseconds instead of milliseconds.
+    #[arg(long, env = "CHAT_DURABILITY", value_enum, default_value_t = DurabilityArg::PowerLoss)]
+    durability: DurabilityArg,
     /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
     #[arg(long, env = "CHAT_LOG", default_value = "info")]
     log: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    ProcessCrash,
+    PowerLoss,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(arg: DurabilityArg) -> Self {
+        match arg {
+            DurabilityArg::ProcessCrash => Durability::ProcessCrash,
+            DurabilityArg::PowerLoss => Durability::PowerLoss,
+        }
+    }
 }
 
 #[tokio::main]
@@ -151,7 +174,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let leaf = tls::load_certs(&cert)?;
     let fingerprint = tls::fingerprint_sha256(&leaf[0]);
 
-    let store = Store::open(&args.db)
+    let durability = Durability::from(args.durability);
+    let store = Store::open_with_durability(&args.db, DEFAULT_BUSY_TIMEOUT, durability)
         .await
         .with_context(|| format!("cannot open database {}", args.db.display()))?;
     let sqlite_version = store.sqlite_version().await?;
@@ -218,6 +242,7 @@ fn config_from(args: &Args) -> Config {
         keepalive_idle: Duration::from_secs(args.keepalive_idle),
         dead_peer_timeout: Duration::from_secs(args.dead_peer_timeout),
         hash_concurrency: args.hash_concurrency.unwrap_or(defaults.hash_concurrency),
+        max_handshakes: args.max_handshakes.unwrap_or(defaults.max_handshakes),
         hash_wait: Duration::try_from_secs_f64(args.hash_wait).unwrap_or(Duration::ZERO),
         login_failure_delay: Duration::from_millis(args.login_failure_delay_ms),
         login_refuse_after: args.login_refuse_after,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,6 +50,9 @@ pub(crate) struct Shared {
     throttle: LoginThrottle,
     config: Config,
     shutdown: CancellationToken,
+    /// TLS handshakes in progress. A burst of new connections would otherwise put hundreds
+    /// of CPU-bound handshakes in the scheduler's queue ahead of the chat's own tasks.
+    handshakes: Arc<Semaphore>,
 }
 
 /// Serves TLS chat on `listener` until `shutdown` is cancelled, then says `BYE
@@ -95,6 +99,7 @@ pub async fn run(
         store: store.clone(),
         passwords,
         throttle,
+        handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
         config,
         shutdown: shutdown.clone(),
     });
@@ -158,7 +163,11 @@ async fn serve_connection(
     _permit: ConnectionPermit,
 ) {
     configure_socket(&tcp, &shared.config);
-    let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp));
+    // Waiting for a handshake slot counts against the handshake timeout.
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout, async {
+        let _slot = shared.handshakes.acquire().await;
+        acceptor.accept(tcp).await
+    });
     let tls = tokio::select! {
         () = shared.shutdown.cancelled() => return,
         result = handshake => match result {

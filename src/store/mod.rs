@@ -36,6 +36,21 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// What an acknowledged message survives. Either way a message is committed before anyone
+/// sees it, so a crash of the server process (`kill -9`) loses nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Commits reach the operating system, not the disk (SQLite `synchronous=NORMAL` in
+    /// WAL mode): the server process may crash at any moment, but an operating-system crash
+    /// or power loss can take the last moments of messages with it (the database stays
+    /// consistent). A commit costs microseconds.
+    ProcessCrash,
+    /// Every commit waits for the disk (`synchronous=FULL`): messages survive power loss
+    /// too, and each batch costs an fsync (milliseconds on most disks).
+    #[default]
+    PowerLoss,
+}
+
 /// Connections to the database: the hub's writes, history reads, logins.
 const POOL_SIZE: u32 = 4;
 
@@ -53,12 +68,24 @@ impl Store {
 
     /// As [`Store::open`], waiting at most `busy_timeout` for another writer's lock.
     pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        Self::open_with_durability(path, busy_timeout, Durability::default()).await
+    }
+
+    /// As [`Store::open_with`], with commits as durable as `durability` says.
+    pub async fn open_with_durability(
+        path: &Path,
+        busy_timeout: Duration,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        let synchronous = match durability {
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+            Durability::PowerLoss => SqliteSynchronous::Full,
+        };
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // Every acknowledged message must survive power loss, not just a process crash.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()

@@ -290,24 +290,38 @@ impl Target {
     ) -> anyhow::Result<()> {
         match self.dialect {
             Dialect::Tlschat => {
-                let mut request = String::new();
-                if room != "#general" {
-                    request.push_str("/part #general\n");
-                }
                 // Answers come in request order, so once the short history asked for last
-                // has ended, the part and the join are done too (a JOIN line alone could
-                // be the login's own, for a room joined in an earlier run).
-                request.push_str(&format!("/join {room}\n/history {room} 1\n"));
-                send(stream, request.as_bytes()).await?;
+                // has ended, the join is done and every room the login announced (`JOIN
+                // #room time nick`, one per stored membership) has been seen.
+                send(
+                    stream,
+                    format!("/join {room}\n/history {room} 1\n").as_bytes(),
+                )
+                .await?;
+                let me = format!(" {nick}");
+                let mut elsewhere = Vec::new();
                 loop {
                     let line = buffer.read_line(stream).await?;
                     if line == "END history" {
-                        return Ok(());
+                        break;
                     }
                     if line.starts_with("BYE") {
                         bail!("{nick}: {line}");
                     }
+                    let joined = line.strip_prefix("JOIN ").filter(|_| line.ends_with(&me));
+                    if let Some(other) = joined.and_then(|rest| rest.split(' ').next()) {
+                        if other != room && !elsewhere.iter().any(|r| r == other) {
+                            elsewhere.push(other.to_owned());
+                        }
+                    }
                 }
+                // Leave the rooms of earlier runs and the default room, so this run's
+                // logins and messages reach only this run's room.
+                let parts: String = elsewhere.iter().map(|r| format!("/part {r}\n")).collect();
+                if !parts.is_empty() {
+                    send(stream, parts.as_bytes()).await?;
+                }
+                Ok(())
             }
             Dialect::Irc => {
                 send(stream, format!("JOIN {room}\r\n").as_bytes()).await?;

@@ -149,6 +149,10 @@ enum Scenario {
         /// CPUs the server may use, for the hashing bound.
         #[arg(long, default_value_t = 1)]
         server_cores: usize,
+        /// Seconds one password hash takes on the server's CPU (see `chat-bench
+        /// hash-time`); measured here when not given.
+        #[arg(long)]
+        hash_seconds: Option<f64>,
     },
     /// A long fixed-rate run with the server's memory sampled, to show nothing leaks or
     /// drifts.
@@ -164,6 +168,9 @@ enum Scenario {
         #[arg(long, default_value_t = 300.0)]
         duration: f64,
     },
+    /// Prints the median time of one tlschat password hash on this CPU, in seconds (run it
+    /// pinned to the server's CPU for the login storm's bound).
+    HashTime,
     /// Prints `nick password` lines for `chat-admin import`: the benchmark's accounts.
     Users {
         #[arg(long, default_value_t = 1000)]
@@ -181,7 +188,7 @@ impl Scenario {
             | Self::Idle { common, .. }
             | Self::Logins { common, .. }
             | Self::Soak { common, .. } => Some(common),
-            Self::Users { .. } => None,
+            Self::Users { .. } | Self::HashTime => None,
         }
     }
 }
@@ -194,6 +201,18 @@ fn main() -> ExitCode {
             println!("{nick} {}", bench_password(&nick));
         }
         return ExitCode::SUCCESS;
+    }
+    if let Scenario::HashTime = &cli.scenario {
+        return match median_hash_seconds() {
+            Ok(seconds) => {
+                println!("{seconds:.6}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("chat-bench: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let common = cli
         .scenario
@@ -335,6 +354,7 @@ async fn run(scenario: Scenario, common: &Common) -> anyhow::Result<Value> {
             storm_concurrency,
             chat_rate,
             server_cores,
+            hash_seconds,
             ..
         } => {
             logins(
@@ -343,11 +363,14 @@ async fn run(scenario: Scenario, common: &Common) -> anyhow::Result<Value> {
                 count,
                 storm_concurrency.unwrap_or(count),
                 chat_rate,
+                hash_seconds,
                 server_cores,
             )
             .await?
         }
-        Scenario::Users { .. } => unreachable!("handled before the runtime starts"),
+        Scenario::Users { .. } | Scenario::HashTime => {
+            unreachable!("handled before the runtime starts")
+        }
     };
     merge(&mut report, section);
     Ok(report)
@@ -569,12 +592,13 @@ async fn logins(
     count: usize,
     concurrency: usize,
     chat_rate: f64,
+    hash_seconds: Option<f64>,
     server_cores: usize,
 ) -> anyhow::Result<Value> {
-    let hash_seconds = if target.dialect == Dialect::Tlschat {
-        Some(tokio::task::spawn_blocking(median_hash_seconds).await??)
-    } else {
-        None
+    let hash_seconds = match (target.dialect, hash_seconds) {
+        (Dialect::Irc, _) => None,
+        (Dialect::Tlschat, Some(seconds)) => Some(seconds),
+        (Dialect::Tlschat, None) => Some(tokio::task::spawn_blocking(median_hash_seconds).await??),
     };
     let plan = Plan::new(2, 0, 1, &common.room, &common.prefix);
     let shared = Shared::new(target.clone(), plan, common.payload);
@@ -684,8 +708,10 @@ async fn storm(target: &Target, common: &Common, count: usize, concurrency: usiz
 
 /// The median time of tlschat's password hash on this machine, for the login bound.
 fn median_hash_seconds() -> anyhow::Result<f64> {
+    // The first hash also allocates its working memory; the server's threads keep theirs.
+    tlschat::auth::hash_password_blocking("a benchmark password")?;
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..9 {
         let started = Instant::now();
         tlschat::auth::hash_password_blocking("a benchmark password")?;
         times.push(started.elapsed().as_secs_f64());
