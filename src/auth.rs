@@ -48,13 +48,31 @@ fn with_blocks(
     salt: &[u8],
     out: &mut [u8],
 ) -> Result<(), argon2::Error> {
+    let needed = argon.params().block_count();
+    if needed > MAX_MEMORY_BLOCKS {
+        return Err(argon2::Error::MemoryTooMuch);
+    }
     BLOCKS.with_borrow_mut(|blocks| {
-        let needed = argon.params().block_count();
         if blocks.len() < needed {
             blocks.resize(needed, Block::default());
         }
-        argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+        let result =
+            argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed]);
+        // A hash stored with more memory than ours (parameters raised later, an imported
+        // hash) gets its memory for that check only; the thread keeps our own size.
+        if blocks.len() > ours_block_count() {
+            *blocks = Vec::new();
+        }
+        result
     })
+}
+
+/// The most memory a stored hash may ask for: 256 MiB (a block is 1 KiB). A larger one
+/// fails to verify rather than letting one database row pin that much per hashing thread.
+const MAX_MEMORY_BLOCKS: usize = 256 * 1024;
+
+fn ours_block_count() -> usize {
+    argon2().params().block_count()
 }
 
 /// Hashes on the calling thread; for `chat-admin` and for the async wrapper below.
@@ -180,7 +198,12 @@ fn start_hashing_threads(count: usize) -> std::io::Result<std::sync::mpsc::Sende
                         Err(_) => return,
                     };
                     match job {
-                        Ok(job) => job(),
+                        // A panic fails that one login (its answer channel drops) and must not
+                        // take the thread with it: fewer threads than permits would stall
+                        // logins, and none at all would end them for good.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
                         Err(_) => return,
                     }
                 }

@@ -93,8 +93,21 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if self.hash_wait.is_zero() {
-            return Err("hash_wait must be a positive number of seconds".into());
+        let durations = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("login_timeout", self.login_timeout),
+            ("write_timeout", self.write_timeout),
+            ("keepalive_idle", self.keepalive_idle),
+            ("dead_peer_timeout", self.dead_peer_timeout),
+            ("hash_wait", self.hash_wait),
+            ("login_forget_after", self.login_forget_after),
+        ];
+        for (name, duration) in durations {
+            if duration.is_zero() {
+                return Err(format!(
+                    "{name} must be a positive, finite number of seconds"
+                ));
+            }
         }
         let rates = [
             ("flood_per_second", self.flood_per_second),
@@ -167,5 +180,13 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("max_connections"));
+        let no_keepalive = Config {
+            keepalive_idle: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(no_keepalive
+            .validate()
+            .unwrap_err()
+            .contains("keepalive_idle"));
     }
 }

@@ -11,6 +11,7 @@
 #   SERVER_CPU (0)      CPU the server is pinned to
 #   BENCH_CPU (1)       CPU chat-bench is pinned to
 #   DURABILITY (power-loss)  tlschat's --durability
+#   ROOM_SIZES ("10 100 1000 5000")  room sizes of the `rooms` scenario
 # Every run writes OUT_DIR/<server>-<scenario>[-<n>].json; docs/bench/summary.py turns them
 # into the tables and the chart. The accounts (10,200 of them, created once with
 # `chat-admin import`, a few minutes of hashing) and the certificates live in OUT_DIR/work.
@@ -124,10 +125,11 @@ for SERVER in $SERVERS; do
         start
         # The hashing bound: one hash's time on the server's CPU, measured while it is idle.
         hash_seconds=$(taskset -c "$SERVER_CPU" "$BIN/chat-bench" hash-time)
-        bench logins logins --count 1000 --chat-rate 50 --hash-seconds "$hash_seconds"
+        bench logins logins --count 1000 --chat-rate 50 --hash-seconds "$hash_seconds" \
+            --connect-timeout 600
     fi
     if wants rooms; then
-        for size in 10 100 1000 5000; do
+        for size in ${ROOM_SIZES:-10 100 1000 5000}; do
             start
             senders=$((size < 10 ? size : 10))
             bench "room-$size" saturate --clients "$size" --senders "$senders" --window 8 \

@@ -25,8 +25,9 @@ def load(out, server, name):
 
 
 def runs(out, server, scenario):
-    found = sorted(out.glob(f"{server}-{scenario}-*.json"))
-    return [json.loads(p.read_text()) for p in found]
+    found = out.glob(f"{server}-{scenario}-*.json")
+    numbered = sorted((int(p.stem.rsplit("-", 1)[1]), p) for p in found if p.stem.rsplit("-", 1)[1].isdigit())
+    return [json.loads(p.read_text()) for _, p in numbered]
 
 
 def median(values):
@@ -141,7 +142,7 @@ def chart(points, path):
     for left, title, index, scale, unit in panels:
         top = 50
         values = [p[index] for rows in points.values() for p in rows if p[index] is not None]
-        y_max = max(values) * 1.1 if values else 1
+        y_max = max(values) * 1.1 if values and max(values) > 0 else 1
         svg.append(f'<text x="{left + panel_w / 2}" y="{top - 8}" text-anchor="middle">{title}</text>')
         svg.append(f'<rect x="{left}" y="{top}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#888"/>')
 

@@ -215,7 +215,7 @@ fn raise_descriptor_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(wanted) {
         Ok(limit) if limit < wanted => tracing::warn!(
             "the descriptor limit is {limit}, below max_connections ({max_connections}); \
-             connections beyond it are refused. Raise it (ulimit -n, LimitNOFILE=)"
+             past it, accepting pauses until connections close. Raise it (ulimit -n, LimitNOFILE=)"
         ),
         Ok(_) => {}
         Err(error) => tracing::warn!("cannot raise the descriptor limit: {error}"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,8 +50,9 @@ pub(crate) struct Shared {
     throttle: LoginThrottle,
     config: Config,
     shutdown: CancellationToken,
-    /// TLS handshakes in progress. A burst of new connections would otherwise put hundreds
-    /// of CPU-bound handshakes in the scheduler's queue ahead of the chat's own tasks.
+    /// TLS handshakes past their ClientHello. A burst of new connections would otherwise
+    /// put hundreds of CPU-bound handshakes in the scheduler's queue ahead of the chat's
+    /// own tasks.
     handshakes: Arc<Semaphore>,
 }
 
@@ -103,7 +104,6 @@ pub async fn run(
         config,
         shutdown: shutdown.clone(),
     });
-    let acceptor = TlsAcceptor::from(tls);
 
     let mut next_session: SessionId = 0;
     loop {
@@ -121,7 +121,7 @@ pub async fn run(
                         next_session,
                         tcp,
                         peer,
-                        acceptor.clone(),
+                        tls.clone(),
                         shared.clone(),
                         permit,
                     );
@@ -154,19 +154,28 @@ pub async fn run(
     Ok(())
 }
 
+/// How long the rest of a TLS handshake may take once the ClientHello is in: one round
+/// trip, even on a poor mobile link. It bounds how long one client holds a handshake slot.
+const HANDSHAKE_FLIGHT: Duration = Duration::from_secs(3);
+
 async fn serve_connection(
     id: SessionId,
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    tls_config: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
     _permit: ConnectionPermit,
 ) {
     configure_socket(&tcp, &shared.config);
-    // Waiting for a handshake slot counts against the handshake timeout.
+    // Waiting for the ClientHello costs nothing but time, so it takes no slot: a client that
+    // connects and says nothing must not keep others from logging in. The slot covers the
+    // key exchange and signature, and the one round trip after them, briefly.
     let handshake = tokio::time::timeout(shared.config.handshake_timeout, async {
+        let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
         let _slot = shared.handshakes.acquire().await;
-        acceptor.accept(tcp).await
+        tokio::time::timeout(HANDSHAKE_FLIGHT, hello.into_stream(tls_config.clone()))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
     });
     let tls = tokio::select! {
         () = shared.shutdown.cancelled() => return,

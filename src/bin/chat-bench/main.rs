@@ -267,7 +267,91 @@ fn target(common: &Common) -> anyhow::Result<Target> {
     })
 }
 
+/// Refuses numbers that would make a run meaningless or a timer panic.
+fn check_arguments(scenario: &Scenario) -> anyhow::Result<()> {
+    let seconds = |name: &str, value: f64| {
+        anyhow::ensure!(
+            value.is_finite() && value >= 0.0,
+            "--{name} must be a number of seconds, 0 or more"
+        );
+        Ok(())
+    };
+    let positive = |name: &str, value: f64| {
+        anyhow::ensure!(
+            value.is_finite() && value > 0.0,
+            "--{name} must be a positive number"
+        );
+        Ok(())
+    };
+    match *scenario {
+        Scenario::Saturate {
+            warmup,
+            duration,
+            senders,
+            clients,
+            window,
+            ..
+        } => {
+            seconds("warmup", warmup)?;
+            positive("duration", duration)?;
+            anyhow::ensure!(
+                senders >= 1 && window >= 1,
+                "--senders and --window must be at least 1"
+            );
+            anyhow::ensure!(clients >= 2, "--clients must be at least 2");
+        }
+        Scenario::Rate {
+            warmup,
+            duration,
+            rate,
+            senders,
+            clients,
+            ..
+        } => {
+            seconds("warmup", warmup)?;
+            positive("duration", duration)?;
+            positive("rate", rate)?;
+            anyhow::ensure!(
+                senders >= 1 && clients >= 2,
+                "--senders must be at least 1 and --clients at least 2"
+            );
+        }
+        Scenario::Soak {
+            duration,
+            rate,
+            senders,
+            clients,
+            ..
+        } => {
+            positive("duration", duration)?;
+            positive("rate", rate)?;
+            anyhow::ensure!(
+                senders >= 1 && clients >= 2,
+                "--senders must be at least 1 and --clients at least 2"
+            );
+        }
+        Scenario::Idle {
+            settle, clients, ..
+        } => {
+            seconds("settle", settle)?;
+            anyhow::ensure!(
+                clients >= 2,
+                "--clients must be at least 2 (memory is compared between half and all)"
+            );
+        }
+        Scenario::Logins {
+            chat_rate, count, ..
+        } => {
+            positive("chat-rate", chat_rate)?;
+            anyhow::ensure!(count >= 1, "--count must be at least 1");
+        }
+        Scenario::Users { .. } | Scenario::HashTime => {}
+    }
+    Ok(())
+}
+
 async fn run(scenario: Scenario, common: &Common) -> anyhow::Result<Value> {
+    check_arguments(&scenario)?;
     let target = target(common)?;
     let mut report = json!({
         "label": common.label,
@@ -453,7 +537,7 @@ async fn traffic_run(
     let at_start = sample_at(common.server_pid, from);
     traffic::send_all(&shared, &clients, pace, begin, to).await;
     let at_end = Sample::take(common.server_pid);
-    let at_start = at_start.await.unwrap_or_default();
+    let at_start = at_start.await?;
     let traffic = traffic::finish(
         &shared,
         clients,
@@ -474,8 +558,8 @@ async fn traffic_run(
         json!({
             "server_rss_kib": {"before_connect": rss_before, "window_start": at_start.rss, "window_end": at_end.rss},
             "cpu_percent": {
-                "server": Sample::percent(at_start.server_cpu, at_end.server_cpu, duration),
-                "bench": Sample::percent(at_start.bench_cpu, at_end.bench_cpu, duration),
+                "server": Sample::cpu_percent(&at_start, &at_end, |s| s.server_cpu),
+                "bench": Sample::cpu_percent(&at_start, &at_end, |s| s.bench_cpu),
             },
         }),
     );
@@ -483,8 +567,9 @@ async fn traffic_run(
 }
 
 /// The server's memory and the CPU time of the server and of this process at one moment.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Sample {
+    at: Instant,
     rss: Option<u64>,
     server_cpu: Option<f64>,
     bench_cpu: Option<f64>,
@@ -493,14 +578,17 @@ struct Sample {
 impl Sample {
     fn take(server_pid: Option<u32>) -> Self {
         Self {
+            at: Instant::now(),
             rss: server_pid.and_then(rss_kib),
             server_cpu: server_pid.and_then(|pid| cpu_seconds(&pid.to_string())),
             bench_cpu: cpu_seconds("self"),
         }
     }
 
-    fn percent(start: Option<f64>, end: Option<f64>, seconds: f64) -> Option<f64> {
-        Some((end? - start?) / seconds * 100.0)
+    /// CPU use between two samples, in percent of one CPU.
+    fn cpu_percent(start: &Self, end: &Self, cpu: impl Fn(&Self) -> Option<f64>) -> Option<f64> {
+        let seconds = end.at.duration_since(start.at).as_secs_f64();
+        (seconds > 0.0).then_some((cpu(end)? - cpu(start)?) / seconds * 100.0)
     }
 }
 
@@ -617,23 +705,17 @@ async fn logins(
     shared.set_window(storm_start, horizon);
     let chat = {
         let shared = shared.clone();
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        let task = tokio::spawn(async move {
-            tokio::select! {
-                _ = traffic::send_all(&shared, &chatters, Pace::Rate(chat_rate), begin, horizon) => {}
-                _ = until.cancelled() => {}
-            }
+        tokio::spawn(async move {
+            traffic::send_all(&shared, &chatters, Pace::Rate(chat_rate), begin, horizon).await;
             chatters
-        });
-        (task, stop)
+        })
     };
     tokio::time::sleep_until(storm_start.into()).await;
     let storm = storm(&target, common, count, concurrency).await;
     let storm_seconds = storm_start.elapsed().as_secs_f64();
     shared.set_window(storm_start, Instant::now());
-    chat.1.cancel();
-    let chatters = chat.0.await?;
+    shared.stop_senders();
+    let chatters = chat.await?;
     let traffic = traffic::finish(
         &shared,
         chatters,

@@ -150,9 +150,24 @@ impl Traffic {
         traffic
     }
 
-    /// Zero loss, gaps, duplicates and errors.
+    /// Counts errors found outside the receivers (failed sends), with their samples.
+    pub fn add_errors(&mut self, errors: &[String]) {
+        self.errors += errors.len() as u64;
+        for error in errors {
+            if self.error_samples.len() < ERROR_SAMPLES {
+                self.error_samples.push(error.clone());
+            }
+        }
+    }
+
+    /// Something was sent and delivered, with zero loss, gaps, duplicates and errors.
     pub fn is_clean(&self) -> bool {
-        self.lost == 0 && self.gaps == 0 && self.duplicates == 0 && self.errors == 0
+        self.sent > 0
+            && self.expected > 0
+            && self.lost == 0
+            && self.gaps == 0
+            && self.duplicates == 0
+            && self.errors == 0
     }
 }
 

@@ -1,7 +1,7 @@
 //! The load itself: connecting many clients, receiving on each, sending from some, and
 //! waiting until everything sent has arrived.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,10 +56,16 @@ impl Plan {
         for first in (0..clients).step_by(room_size) {
             let members = room_size.min(clients - first);
             let sending = senders_per_room.min(members);
-            let observer = first + sending.min(members - 1);
             for s in 0..sending {
                 senders.push(first + s);
-                observers.push(observer);
+                // A member that does not send, if there is one; else the next sender (IRC
+                // servers do not echo a message to its sender, so never the sender itself).
+                let observer = if sending < members {
+                    sending
+                } else {
+                    (s + 1) % members
+                };
+                observers.push(first + observer);
             }
         }
         Self {
@@ -107,7 +113,10 @@ pub struct Shared {
     pub errors: AtomicU64,
     /// Tells every receiver to stop.
     stop: CancellationToken,
-    senders_stopped: AtomicBool,
+    /// Tells every sender to stop before its own deadline.
+    senders_stop: CancellationToken,
+    /// Sends that failed or timed out, with the first few reasons.
+    send_failures: std::sync::Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -129,7 +138,8 @@ impl Shared {
             delivered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             stop: CancellationToken::new(),
-            senders_stopped: AtomicBool::new(false),
+            senders_stop: CancellationToken::new(),
+            send_failures: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -151,6 +161,17 @@ impl Shared {
     fn in_window(&self, at_us: u64) -> bool {
         at_us >= self.window_from.load(Ordering::Relaxed)
             && at_us < self.window_to.load(Ordering::Relaxed)
+    }
+
+    /// Stops every sender now.
+    pub fn stop_senders(&self) {
+        self.senders_stop.cancel();
+    }
+
+    fn send_failed(&self, reason: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut failures = self.send_failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.push(reason);
     }
 
     pub fn total_sent(&self) -> u64 {
@@ -246,6 +267,8 @@ async fn receive(
     let mut stats = ReceiverStats::new(shared.plan.senders.len());
     loop {
         let now_us = shared.micros();
+        // Throughput counts what arrives in the window; latency, what was sent in it, so
+        // the slowest messages of an overloaded run still count when they arrive late.
         let counting = shared.in_window(now_us);
         let before = stats.received;
         let mut pongs = Vec::new();
@@ -263,9 +286,12 @@ async fn receive(
                 }
                 if counting {
                     stats.deliveries += 1;
-                    let _ = stats
+                }
+                if shared.in_window(sent_us) {
+                    // Beyond the histogram's minute, a sample counts as a minute.
+                    stats
                         .latency_us
-                        .record(now_us.saturating_sub(sent_us).max(1));
+                        .saturating_record(now_us.saturating_sub(sent_us).max(1));
                 }
                 if shared.plan.observers.get(sender) == Some(&me) {
                     shared.acked[sender].fetch_max(seq, Ordering::Release);
@@ -284,9 +310,15 @@ async fn receive(
             shared.unique[me].store(stats.unique(), Ordering::Relaxed);
         }
         for pong in pongs {
-            let mut writer = writer.lock().await;
-            let _ = writer.write_all(&pong).await;
-            let _ = writer.flush().await;
+            let answer = async {
+                let mut writer = writer.lock().await;
+                let _ = writer.write_all(&pong).await;
+                let _ = writer.flush().await;
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(SEND_TIMEOUT, answer) => {}
+                _ = shared.stop.cancelled() => return stats,
+            }
         }
         tokio::select! {
             read = buffer.fill(&mut reader) => match read {
@@ -349,7 +381,6 @@ pub async fn send_all(
     for task in tasks {
         let _ = task.await;
     }
-    shared.senders_stopped.store(true, Ordering::Relaxed);
 }
 
 async fn send(
@@ -367,7 +398,7 @@ async fn send(
     tokio::time::sleep_until(begin.into()).await;
     loop {
         let now = Instant::now();
-        if now >= stop_at {
+        if now >= stop_at || shared.senders_stop.is_cancelled() {
             break;
         }
         out.clear();
@@ -380,6 +411,7 @@ async fn send(
                     tokio::select! {
                         _ = shared.wake[sender].notified() => {}
                         _ = tokio::time::sleep_until(stop_at.into()) => break,
+                        _ = shared.senders_stop.cancelled() => break,
                     }
                     continue;
                 }
@@ -401,11 +433,13 @@ async fn send(
                 let due = |n: u64| begin + Duration::from_secs_f64(n as f64 / rate);
                 let next = due(sent);
                 if next >= stop_at {
-                    tokio::time::sleep_until(stop_at.into()).await;
                     break;
                 }
                 if next > now {
-                    tokio::time::sleep_until(next.into()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next.into()) => {}
+                        _ = shared.senders_stop.cancelled() => break,
+                    }
                 }
                 let now = Instant::now();
                 while due(sent) <= now && due(sent) < stop_at {
@@ -444,12 +478,24 @@ async fn send(
             }
             continue;
         }
-        let mut writer = writer.lock().await;
-        if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            break;
+        let write = async {
+            let mut writer = writer.lock().await;
+            writer.write_all(&out).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                shared.send_failed(format!("sender {sender}: write failed: {error}"));
+                break;
+            }
+            Err(_) => {
+                shared.send_failed(format!(
+                    "sender {sender}: a write took over {SEND_TIMEOUT:?} (the server stopped reading)"
+                ));
+                break;
+            }
         }
-        drop(writer);
         shared.sent[sender].store(sent, Ordering::Relaxed);
         if shared.in_window(shared.micros()) {
             shared
@@ -502,33 +548,57 @@ pub async fn finish(
     let mut receivers = Vec::new();
     let mut expectations = Vec::new();
     let mut writers = Vec::new();
+    let mut lost_receivers = 0;
     for (c, client) in clients.into_iter().enumerate() {
-        let Some(client) = client else { continue };
-        if let Ok(stats) = client.receiver.await {
-            receivers.push(stats);
-            expectations.push(expected[c]);
+        let Some(mut client) = client else { continue };
+        match tokio::time::timeout(SEND_TIMEOUT, &mut client.receiver).await {
+            Ok(Ok(stats)) => {
+                receivers.push(stats);
+                expectations.push(expected[c]);
+            }
+            Ok(Err(_)) | Err(_) => {
+                client.receiver.abort();
+                lost_receivers += 1;
+            }
         }
         writers.push(client.writer);
+    }
+    if lost_receivers > 0 {
+        shared.send_failed(format!(
+            "{lost_receivers} receivers did not stop (or failed) and are not counted"
+        ));
     }
     let target = shared.target.clone();
     let quits = writers.into_iter().map(|writer| {
         let target = target.clone();
         tokio::spawn(async move {
-            let mut writer = writer.lock().await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), target.quit(&mut *writer)).await;
+            let quit = async {
+                let mut writer = writer.lock().await;
+                target.quit(&mut *writer).await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), quit).await;
         })
     });
     for quit in quits.collect::<Vec<_>>() {
         let _ = quit.await;
     }
-    Traffic::merge(
+    let mut traffic = Traffic::merge(
         &receivers,
         &expectations,
         shared.total_sent(),
         shared.sent_in_window.load(Ordering::Relaxed),
         seconds,
-    )
+    );
+    let failures = shared
+        .send_failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    traffic.add_errors(&failures);
+    traffic
 }
+
+/// The longest a single write (or a stopping receiver) may take before it counts as failed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Prints a progress line every second until `done` is cancelled.
 pub fn progress(
