@@ -81,6 +81,7 @@ pub async fn run(
         stop_hub.clone(),
         tracker.clone(),
     );
+    let checkpoints = tokio::spawn(checkpoint_regularly(store.clone(), stop_hub.clone()));
     let grace = config.shutdown_grace;
     let limits = ConnectionLimits::new(AddressLimitSettings {
         max_connections: config.max_connections,
@@ -149,9 +150,27 @@ pub async fn run(
     drop(shared);
     stop_hub.cancel();
     let _ = hub_task.await;
+    let _ = checkpoints.await;
     store.close().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Checkpoints the write-ahead log every second until `stop`, off the hub's path.
+async fn checkpoint_regularly(store: Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(error) = store.checkpoint().await {
+            // The hub's own errors say more; this one repeats every second while a disk
+            // is failing.
+            tracing::debug!(%error, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// How long the rest of a TLS handshake may take once the ClientHello is in: one round

@@ -86,6 +86,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
+            // Checkpoints run in the background (`Store::checkpoint`), not inside whichever
+            // commit happens to cross SQLite's threshold: that commit is the hub's, and
+            // every message in its batch would wait for the copy and its fsync.
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
@@ -109,6 +113,16 @@ impl Store {
     /// Waits for in-flight queries and closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Copies the write-ahead log into the database as far as readers allow, without
+    /// blocking writers (`PRAGMA wal_checkpoint(PASSIVE)`). The server runs it every
+    /// second; `close` does a full one.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn sqlite_version(&self) -> Result<String, StoreError> {
