@@ -129,7 +129,7 @@ def rooms_table(points):
 def chart(points, path):
     import math
 
-    width, height = 900, 380
+    width, height = 940, 380
     panel_w, panel_h = 360, 260
     panels = [(70, "deliveries per second", 1, 1e6, "M"), (530, "server memory (RSS, MiB)", 2, 1, "")]
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
