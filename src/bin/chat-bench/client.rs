@@ -30,24 +30,17 @@ impl Dialect {
         self == Self::Tlschat
     }
 
-    /// Appends the line that sends `payload` to `room`.
-    pub fn push_message(self, out: &mut Vec<u8>, room: &str, payload: &[u8]) {
-        match self {
-            Self::Tlschat => {
-                out.extend_from_slice(b"/say ");
-                out.extend_from_slice(room.as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(payload);
-                out.push(b'\n');
-            }
-            Self::Irc => {
-                out.extend_from_slice(b"PRIVMSG ");
-                out.extend_from_slice(room.as_bytes());
-                out.extend_from_slice(b" :");
-                out.extend_from_slice(payload);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
+    /// Appends the line that sends a message to `room`; `payload` writes the text in place.
+    pub fn push_message(self, out: &mut Vec<u8>, room: &str, payload: impl FnOnce(&mut Vec<u8>)) {
+        let (command, separator, end): (&[u8], &[u8], &[u8]) = match self {
+            Self::Tlschat => (b"/say ", b" ", b"\n"),
+            Self::Irc => (b"PRIVMSG ", b" :", b"\r\n"),
+        };
+        out.extend_from_slice(command);
+        out.extend_from_slice(room.as_bytes());
+        out.extend_from_slice(separator);
+        payload(out);
+        out.extend_from_slice(end);
     }
 
     /// The payload of a live room message, if `line` is one.
@@ -374,6 +367,14 @@ mod tests {
         assert_eq!(parse_payload(&out), Some((12, 345, 6_789_000)));
         assert_eq!(parse_payload(b"~b1 2"), None);
         assert_eq!(parse_payload(b"hello"), None);
+    }
+
+    #[test]
+    fn messages_in_both_dialects() {
+        let mut out = Vec::new();
+        Dialect::Tlschat.push_message(&mut out, "#r", |out| out.extend_from_slice(b"hi"));
+        Dialect::Irc.push_message(&mut out, "#r", |out| out.extend_from_slice(b"hi"));
+        assert_eq!(out, b"/say #r hi\nPRIVMSG #r :hi\r\n");
     }
 
     #[test]

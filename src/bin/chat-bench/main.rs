@@ -301,28 +301,22 @@ fn check_arguments(scenario: &Scenario) -> anyhow::Result<()> {
             anyhow::ensure!(clients >= 2, "--clients must be at least 2");
         }
         Scenario::Rate {
-            warmup,
             duration,
             rate,
             senders,
             clients,
             ..
-        } => {
-            seconds("warmup", warmup)?;
-            positive("duration", duration)?;
-            positive("rate", rate)?;
-            anyhow::ensure!(
-                senders >= 1 && clients >= 2,
-                "--senders must be at least 1 and --clients at least 2"
-            );
         }
-        Scenario::Soak {
+        | Scenario::Soak {
             duration,
             rate,
             senders,
             clients,
             ..
         } => {
+            if let Scenario::Rate { warmup, .. } = *scenario {
+                seconds("warmup", warmup)?;
+            }
             positive("duration", duration)?;
             positive("rate", rate)?;
             anyhow::ensure!(

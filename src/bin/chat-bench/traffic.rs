@@ -394,6 +394,13 @@ async fn send(
     let room = shared.plan.room(shared.plan.senders[sender]).to_owned();
     let dialect = shared.target.dialect;
     let mut out = Vec::with_capacity(4096);
+    let size = shared.payload_size;
+    // Writes message `seq`, stamped `sent_us`, straight into the outgoing batch.
+    let add = |out: &mut Vec<u8>, seq: u64, sent_us: u64| {
+        dialect.push_message(out, &room, |out| {
+            write_payload(out, sender, seq, sent_us, size)
+        });
+    };
     let mut sent = 0u64;
     tokio::time::sleep_until(begin.into()).await;
     loop {
@@ -418,15 +425,7 @@ async fn send(
                 let now_us = shared.micros();
                 for _ in 0..room_left {
                     sent += 1;
-                    push(
-                        dialect,
-                        &mut out,
-                        &room,
-                        sender,
-                        sent,
-                        now_us,
-                        shared.payload_size,
-                    );
+                    add(&mut out, sent, now_us);
                 }
             }
             Pace::Rate(rate) => {
@@ -445,30 +444,14 @@ async fn send(
                 while due(sent) <= now && due(sent) < stop_at {
                     let scheduled = shared.micros_at(due(sent));
                     sent += 1;
-                    push(
-                        dialect,
-                        &mut out,
-                        &room,
-                        sender,
-                        sent,
-                        scheduled,
-                        shared.payload_size,
-                    );
+                    add(&mut out, sent, scheduled);
                 }
             }
             Pace::Count(count) => {
                 let now_us = shared.micros();
                 while sent < count {
                     sent += 1;
-                    push(
-                        dialect,
-                        &mut out,
-                        &room,
-                        sender,
-                        sent,
-                        now_us,
-                        shared.payload_size,
-                    );
+                    add(&mut out, sent, now_us);
                 }
             }
         }
@@ -504,20 +487,6 @@ async fn send(
         }
     }
     shared.sent[sender].store(sent, Ordering::Relaxed);
-}
-
-fn push(
-    dialect: crate::client::Dialect,
-    out: &mut Vec<u8>,
-    room: &str,
-    sender: usize,
-    seq: u64,
-    sent_us: u64,
-    size: usize,
-) {
-    let mut payload = Vec::with_capacity(size);
-    write_payload(&mut payload, sender, seq, sent_us, size);
-    dialect.push_message(out, room, &payload);
 }
 
 /// Waits (up to `timeout`) until every client has received everything sent to its room,
