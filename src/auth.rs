@@ -243,7 +243,10 @@ impl Passwords {
             .map_err(|e| AuthError::Hash(format!("cannot start hashing threads: {e}")))?;
         Ok(Self {
             jobs,
-            permits: Arc::new(Semaphore::new(threads)),
+            // One job waits queued behind each running one, so a thread that finishes a hash
+            // starts the next at once instead of idling until the runtime gets round to
+            // handing it one (idle CPU in a login storm). A queued job holds no argon2 memory.
+            permits: Arc::new(Semaphore::new(threads * 2)),
             dummy_hash: dummy.into(),
             max_wait,
         })

@@ -64,7 +64,7 @@ impl Store {
             taken.extend(
                 query
                     .build_query_scalar::<String>()
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?,
             );
         }
@@ -76,7 +76,7 @@ impl Store {
         Ok(
             sqlx::query_as("SELECT id, nick, password_hash FROM accounts WHERE nick = ?")
                 .bind(nick)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?,
         )
     }
@@ -116,7 +116,7 @@ impl Store {
              FROM accounts a LEFT JOIN memberships m ON m.account_id = a.id
              GROUP BY a.id ORDER BY a.nick COLLATE NOCASE",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?)
     }
 }

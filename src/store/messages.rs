@@ -63,7 +63,7 @@ impl Store {
         .bind(room)
         .bind(upto)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.reverse();
         Ok(to_messages(rows, room_name))
@@ -73,7 +73,7 @@ impl Store {
     pub async fn last_message_id(&self) -> Result<i64, StoreError> {
         let seq: Option<i64> =
             sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(seq.unwrap_or(0))
     }
@@ -93,7 +93,7 @@ impl Store {
         .bind(room)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(to_messages(rows, room_name))
     }
@@ -114,6 +114,19 @@ impl Store {
         account: AccountId,
         upto: i64,
     ) -> Result<Vec<PendingDm>, StoreError> {
+        // Most logins have nothing kept: asking a reader first keeps them out of the
+        // writer's queue, where the hub's commits wait.
+        let any_kept: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM messages
+                            WHERE recipient_id = ? AND pending = 1 AND id <= ?)",
+        )
+        .bind(account)
+        .bind(upto)
+        .fetch_one(&self.reader)
+        .await?;
+        if !any_kept {
+            return Ok(Vec::new());
+        }
         self.write(|mut conn| async move {
             let result = take_pending(&mut conn, account, upto).await;
             (conn, result)

@@ -51,13 +51,22 @@ pub enum Durability {
     PowerLoss,
 }
 
-/// Connections to the database: the hub's writes, history reads, logins.
-const POOL_SIZE: u32 = 4;
+/// Connections that read: logins, history replays, `/who`, `/rooms`.
+const READERS: u32 = 3;
+/// Attempts of one write, each on a fresh writer connection after the first fails.
+const WRITE_TRIES: u32 = 4;
 
 /// A cheap `Clone` handle to the database.
+///
+/// Every write in this process goes through one connection, queued in order by sqlx's pool.
+/// Two connections of one process competing for SQLite's write lock would meet in SQLite's
+/// busy handler, which sleeps (1, 2, 5, ... up to 100 ms between tries): a login's write
+/// beside the hub's commit cost chat messages hundreds of milliseconds in a login storm.
+/// Readers never wait for the writer (WAL).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    reader: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl Store {
@@ -92,49 +101,58 @@ impl Store {
             .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!().run(&pool).await?;
-        // Open the rest of the pool now, after the first connection has created the file and
-        // switched it to WAL (connections opening alongside that switch would collide), so
-        // that running out of file descriptors later cannot stop messages from being stored.
-        let mut connections = Vec::new();
-        for _ in 0..POOL_SIZE {
-            connections.push(pool.acquire().await?);
-        }
-        drop(connections);
-        Ok(Self { pool })
+        let writer = open_pool(options.clone(), 1).await?;
+        sqlx::migrate!().run(&writer).await?;
+        // The readers open after the writer has created the file and switched it to WAL
+        // (connections opening alongside that switch would collide).
+        let reader = open_pool(options, READERS).await?;
+        Ok(Self { reader, writer })
     }
 
     /// Waits for in-flight queries and closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.reader.close().await;
+        self.writer.close().await;
     }
 
     /// Copies the write-ahead log into the database as far as readers allow, without
     /// blocking writers (`PRAGMA wal_checkpoint(PASSIVE)`). The server runs it every
-    /// second; `close` does a full one.
+    /// second, on a reader so that the writer's queue never waits for it; `close` does a
+    /// full one.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
+            .execute(&self.reader)
             .await?;
         Ok(())
     }
 
     pub async fn sqlite_version(&self) -> Result<String, StoreError> {
         Ok(sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reader)
             .await?)
     }
 }
 
+/// A pool of `size` connections, all opened now, so that running out of file descriptors
+/// later cannot stop messages from being stored or history from being read.
+async fn open_pool(options: SqliteConnectOptions, size: u32) -> Result<SqlitePool, StoreError> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(size)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await?;
+    let mut connections = Vec::new();
+    for _ in 0..size {
+        connections.push(pool.acquire().await?);
+    }
+    drop(connections);
+    Ok(pool)
+}
+
 impl Store {
-    /// Runs one write on a pooled connection. If it fails, the connection is thrown away and
-    /// the write tried again on another, a few times: after a failed commit (a full or
+    /// Runs one write on the writer connection. If it fails, the connection is thrown away
+    /// and the write tried again on a fresh one, a few times: after a failed commit (a full or
     /// unwritable disk) SQLite may have rolled back by itself while sqlx still counts a
     /// transaction open, and a connection opened during such a fault can stay read-only.
     /// So the store works again as soon as the disk does. Failures a retry cannot cure
@@ -147,12 +165,12 @@ impl Store {
     {
         let mut tries = 0;
         loop {
-            let (mut conn, result) = attempt(self.pool.acquire().await?).await;
+            let (mut conn, result) = attempt(self.writer.acquire().await?).await;
             let Err(error) = result else { return result };
             conn.close_on_drop();
             drop(conn);
             tries += 1;
-            if tries > POOL_SIZE || !worth_retrying(&error) {
+            if tries >= WRITE_TRIES || !worth_retrying(&error) {
                 return Err(error);
             }
             tracing::warn!(%error, "a write failed; retrying on a fresh connection");

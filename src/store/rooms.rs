@@ -14,7 +14,7 @@ impl Store {
              WHERE m.account_id = ? ORDER BY r.name <> '#general', m.joined_at, r.name",
         )
         .bind(account)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows
             .into_iter()
@@ -53,7 +53,7 @@ impl Store {
     pub async fn find_room(&self, room: &RoomName) -> Result<Option<RoomId>, StoreError> {
         Ok(sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
             .bind(room.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?)
     }
 
@@ -63,7 +63,7 @@ impl Store {
             "SELECT r.id, r.name, COUNT(m.account_id) FROM rooms r
              LEFT JOIN memberships m ON m.room_id = r.id GROUP BY r.id ORDER BY r.name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?)
     }
 
@@ -74,7 +74,7 @@ impl Store {
              WHERE m.room_id = ? ORDER BY a.nick COLLATE NOCASE",
         )
         .bind(room)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?)
     }
 }
