@@ -1,6 +1,9 @@
-//! `chat`: the plain line client. Logs in, prints what the server says readably with local
-//! times, and sends what is typed. Works in a pipe: at the end of its input it says `/quit`
-//! and waits for the server's goodbye, so every line it sent has been handled.
+//! `chat`: the tlschat client. On a terminal it is a full-screen chat (rooms, private
+//! conversations, scrollback, reconnecting by itself); with `--plain`, or when standard input
+//! or output is not a terminal, it is the line client: it logs in, prints what the server
+//! says readably with local times, and sends what is typed. That mode works in a pipe: at the
+//! end of its input it says `/quit` and waits for the server's goodbye, so every line it sent
+//! has been handled.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,18 +14,22 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use tlschat::client::{self, render_line, LineReader, LineWriter};
-use tlschat::net::tls;
+use tlschat::client::trust::{self, Trust};
+use tlschat::client::tui::{self, LoginError};
+use tlschat::client::{config, render_line, LineReader, LineWriter};
 use tlschat::protocol::{ByeReason, ServerLine};
+
+/// Server used when neither a flag, the environment nor the config file names one.
+const DEFAULT_SERVER: &str = "localhost:7777";
 
 /// Connect to a tlschat server.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Server as HOST:PORT.
-    #[arg(env = "CHAT_SERVER", default_value = "localhost:7777")]
-    server: String,
-    /// Trust this CA certificate (PEM) instead of the system's roots.
+    /// Server as HOST:PORT [default: the config file's, else localhost:7777].
+    #[arg(env = "CHAT_SERVER")]
+    server: Option<String>,
+    /// Trust this CA certificate (PEM) instead of the system's roots and known_hosts.
     #[arg(long, env = "CHAT_CA")]
     ca: Option<PathBuf>,
     /// Nickname; asked for when missing.
@@ -32,9 +39,51 @@ struct Args {
     /// is read from there too). CHAT_PASSWORD in the environment works as well.
     #[arg(long)]
     password_stdin: bool,
-    /// Print the server's lines exactly as they arrive.
+    /// The line client even on a terminal (for scripts, screen readers, or taste).
+    #[arg(long)]
+    plain: bool,
+    /// Print the server's lines exactly as they arrive (implies --plain).
     #[arg(long)]
     raw: bool,
+    /// Config file [default: config.toml in the user's config folder, e.g.
+    /// ~/.config/tlschat/config.toml].
+    #[arg(long, env = "CHAT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Where and as whom to connect: flags and environment first, then the config file.
+struct Settings {
+    server: String,
+    nick: Option<String>,
+    trust: Trust,
+}
+
+impl Settings {
+    fn resolve(args: &Args) -> anyhow::Result<Self> {
+        let file = match (&args.config, config::default_config_path()) {
+            (Some(path), _) => config::load(path, true)?,
+            (None, Some(path)) => config::load(&path, false)?,
+            (None, None) => config::FileConfig::default(),
+        };
+        let server = args
+            .server
+            .clone()
+            .or(file.server)
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let trust = match args.ca.clone().or(file.ca) {
+            Some(ca) => Trust::Ca(ca),
+            None => Trust::SystemOrPinned {
+                known_hosts: config::known_hosts_path().context(
+                    "no config folder for known_hosts (is HOME set?); pass --ca to trust a CA",
+                )?,
+            },
+        };
+        Ok(Self {
+            server,
+            nick: args.nick.clone().or(file.nick),
+            trust,
+        })
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,12 +98,86 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let tls = tls::client_config(args.ca.as_deref())?;
-    let (mut reader, mut writer) = client::connect(&args.server, tls).await?;
-    if let Some(code) = login(&args, &mut reader, &mut writer).await? {
+    let settings = Settings::resolve(&args)?;
+    let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let mut ask = |server: &str, fingerprint: &str| {
+        std::io::stdin().is_terminal() && ask_to_trust(server, fingerprint)
+    };
+    let (mut reader, mut writer) =
+        trust::connect(&settings.server, &settings.trust, &mut ask).await?;
+    if on_terminal && !args.plain && !args.raw {
+        return full_screen(settings, reader, writer).await;
+    }
+    if let Some(code) = login(&args, &settings, &mut reader, &mut writer).await? {
         return Ok(code);
     }
     chat(&args, reader, writer).await
+}
+
+/// Trust on first use: shows the fingerprint and asks, as ssh does.
+fn ask_to_trust(server: &str, fingerprint: &str) -> bool {
+    eprintln!(
+        "The certificate of {server} is not signed by an authority this computer trusts.\n\
+         Its SHA-256 fingerprint is\n  {fingerprint}\n\
+         Compare it with the one the server's admin gave you (chat-admin gen-cert prints it)."
+    );
+    loop {
+        eprint!("Trust this certificate and remember it for {server}? (yes/no) ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0 {
+            return false;
+        }
+        match answer.trim().to_lowercase().as_str() {
+            "yes" => return true,
+            "no" | "" => return false,
+            _ => eprintln!("Please type yes or no."),
+        }
+    }
+}
+
+/// The full-screen chat: nickname and password asked on the terminal (the password only
+/// ever kept in memory, for reconnecting), then the chat screen.
+async fn full_screen(
+    settings: Settings,
+    mut reader: LineReader,
+    mut writer: LineWriter,
+) -> anyhow::Result<ExitCode> {
+    let env_password = std::env::var("CHAT_PASSWORD").ok();
+    let mut nick = settings.nick.clone();
+    for attempt in 1.. {
+        let typed_nick = match &nick {
+            Some(nick) => nick.clone(),
+            None => match read_stdin_line(Some("Nickname: ")).await? {
+                Some(nick) if !nick.trim().is_empty() => nick.trim().to_owned(),
+                _ => bail!("no nickname given"),
+            },
+        };
+        let password = match (&env_password, attempt) {
+            (Some(password), 1) => password.clone(),
+            _ => tokio::task::spawn_blocking(|| rpassword::prompt_password("Password: ")).await??,
+        };
+        match tui::log_in(&mut reader, &mut writer, &typed_nick, &password).await {
+            Ok(welcome) => {
+                let account = tui::Account {
+                    server: settings.server,
+                    trust: settings.trust,
+                    nick: typed_nick,
+                    password,
+                };
+                tui::run(account, (reader, writer), welcome).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(LoginError::Refused) => {
+                eprintln!("Invalid nickname or password.");
+                if settings.nick.is_none() {
+                    nick = None;
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 fn show(args: &Args, raw: &str, parsed: Option<&ServerLine>) {
@@ -96,6 +219,7 @@ async fn read_stdin_line(prompt: Option<&'static str>) -> anyhow::Result<Option<
 /// The NICK / PASS dialogue. `Some(code)` means the program should exit now.
 async fn login(
     args: &Args,
+    settings: &Settings,
     reader: &mut LineReader,
     writer: &mut LineWriter,
 ) -> anyhow::Result<Option<ExitCode>> {
@@ -112,12 +236,12 @@ async fn login(
             Some(ServerLine::NickPrompt) => {
                 attempts += 1;
                 let scripted =
-                    args.nick.is_some() && (env_password.is_some() || args.password_stdin);
+                    settings.nick.is_some() && (env_password.is_some() || args.password_stdin);
                 if attempts > 1 && (scripted || !interactive) {
                     eprintln!("chat: login failed");
                     return Ok(Some(ExitCode::FAILURE));
                 }
-                let nick = match (&args.nick, attempts) {
+                let nick = match (&settings.nick, attempts) {
                     (Some(nick), 1) => nick.clone(),
                     _ => match read_stdin_line(interactive.then_some("Nickname: ")).await? {
                         Some(nick) => nick,

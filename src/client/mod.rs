@@ -14,7 +14,10 @@ use tokio_util::codec::FramedRead;
 
 use crate::net::{InboundLine, LineCodec};
 
+pub mod config;
 mod render;
+pub mod trust;
+pub mod tui;
 
 pub use render::render_line;
 

@@ -128,12 +128,27 @@ impl TestServer {
         config: Config,
         busy_timeout: Duration,
     ) -> Self {
+        Self::start_listening(files, config, busy_timeout, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts a server on existing files at a given address: a restart that clients find
+    /// where they left it.
+    pub async fn restart_at(files: ServerFiles, addr: SocketAddr) -> Self {
+        Self::start_listening(files, test_config(), DEFAULT_BUSY_TIMEOUT, addr).await
+    }
+
+    async fn start_listening(
+        files: ServerFiles,
+        config: Config,
+        busy_timeout: Duration,
+        addr: SocketAddr,
+    ) -> Self {
         let certs = files.certs();
         let tls = tls::server_config(&certs.server_cert, &certs.server_key).expect("server TLS");
         let store = Store::open_with(&files.db(), busy_timeout)
             .await
             .expect("open store");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();

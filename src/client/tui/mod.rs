@@ -1,0 +1,302 @@
+//! The full-screen client: what `chat` runs when it is on a terminal. The connection and
+//! login happen first, on the plain terminal (so a certificate question or a wrong password
+//! reads like any other program's); then the screen switches to the chat, which reconnects
+//! by itself when the connection drops.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    EventStream,
+};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::client::trust::{self, Trust};
+use crate::client::{LineReader, LineWriter};
+use crate::protocol::now_millis;
+use crate::protocol::{ErrorCode, ServerLine};
+
+mod backoff;
+mod input;
+mod keys;
+pub mod state;
+pub mod view;
+
+pub use backoff::Backoff;
+use state::{Action, App, Link};
+
+/// Longest a login may take before the attempt counts as failed.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything needed to connect and log in again, kept for the whole run (the password
+/// only in this process's memory).
+pub struct Account {
+    pub server: String,
+    pub trust: Trust,
+    pub nick: String,
+    pub password: String,
+}
+
+/// Why a login did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the nickname or password was not accepted")]
+    Refused,
+    #[error("the account needs a new password first; log in once with `chat --plain`")]
+    NeedsNewPassword,
+    #[error("the server closed the connection: {0}")]
+    Closed(String),
+    #[error("the server did not complete the login in time")]
+    Timeout,
+    #[error("connection lost during login: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl LoginError {
+    /// Whether trying again later can help (a refused password will stay refused).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Refused | Self::NeedsNewPassword)
+    }
+}
+
+/// Answers the `NICK` and `PASS` prompts; the `WELCOME` line on success. Lines before the
+/// prompts (a banner) are skipped.
+pub async fn log_in(
+    reader: &mut LineReader,
+    writer: &mut LineWriter,
+    nick: &str,
+    password: &str,
+) -> Result<ServerLine, LoginError> {
+    let dialogue = async {
+        loop {
+            let Some(line) = reader.next_line().await else {
+                return Err(LoginError::Closed("end of stream".into()));
+            };
+            match ServerLine::parse(&line?) {
+                Some(ServerLine::NickPrompt) => writer.send_line(nick).await?,
+                Some(ServerLine::PassPrompt) => writer.send_line(password).await?,
+                Some(ServerLine::NewPassPrompt) => return Err(LoginError::NeedsNewPassword),
+                Some(welcome @ ServerLine::Welcome { .. }) => return Ok(welcome),
+                Some(ServerLine::Err {
+                    code: ErrorCode::AuthFailed,
+                    ..
+                }) => return Err(LoginError::Refused),
+                Some(ServerLine::Bye(reason)) => {
+                    return Err(LoginError::Closed(crate::client::render::bye_words(
+                        &reason,
+                    )))
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(LOGIN_TIMEOUT, dialogue)
+        .await
+        .unwrap_or(Err(LoginError::Timeout))
+}
+
+type Connection = (LineReader, LineWriter);
+/// A reconnect attempt's outcome: the logged-in connection and its `WELCOME`, or what went
+/// wrong and whether it is final.
+type Reconnected = Result<(Connection, ServerLine), (String, bool)>;
+
+/// One reconnect attempt: connect (never asking about certificates: a certificate that
+/// changed while we were away is refused) and log in.
+async fn reconnect(account: &Account) -> Reconnected {
+    let mut never = |_: &str, _: &str| false;
+    let (mut reader, mut writer) = trust::connect(&account.server, &account.trust, &mut never)
+        .await
+        .map_err(|error| {
+            let permanent = matches!(error, trust::TrustError::Changed { .. });
+            (error.to_string(), permanent)
+        })?;
+    match log_in(&mut reader, &mut writer, &account.nick, &account.password).await {
+        Ok(welcome) => Ok(((reader, writer), welcome)),
+        Err(error) => Err((error.to_string(), error.is_final())),
+    }
+}
+
+/// Restores the terminal however the chat ends, panics included.
+struct Screen;
+
+impl Screen {
+    fn enter() -> std::io::Result<(Self, ratatui::DefaultTerminal)> {
+        let terminal = ratatui::try_init()?;
+        crossterm::execute!(std::io::stdout(), EnableMouseCapture, EnableBracketedPaste)?;
+        Ok((Self, terminal))
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = crossterm::execute!(
+            std::io::stdout(),
+            DisableBracketedPaste,
+            DisableMouseCapture
+        );
+        ratatui::restore();
+    }
+}
+
+/// Runs the full-screen chat on a logged-in connection until the person quits.
+pub async fn run(
+    account: Account,
+    connection: Connection,
+    welcome: ServerLine,
+) -> anyhow::Result<()> {
+    let (screen, mut terminal) = Screen::enter()?;
+    let mut app = App::new(&account.server, &account.nick);
+    app.apply(welcome, now_millis());
+    let mut connection = Some(connection);
+    let mut events = EventStream::new();
+    let mut backoff = Backoff::default();
+    let mut retry_at: Option<Instant> = None;
+    let mut attempt: Option<tokio::task::JoinHandle<Reconnected>> = None;
+    let account = std::sync::Arc::new(account);
+    let mut countdown = tokio::time::interval(Duration::from_secs(1));
+
+    let outcome = loop {
+        terminal.draw(|frame| view::draw(frame, &mut app, &chrono::Local))?;
+        let now = now_millis();
+        let actions = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => keys::on_event(&mut app, event, now),
+                Some(Err(error)) => break Err(error.into()),
+                None => vec![Action::Exit],
+            },
+            line = next_line(&mut connection) => match line {
+                Some(Ok(raw)) => match ServerLine::parse(&raw) {
+                    Some(line) => {
+                        let bye = matches!(line, ServerLine::Bye(_));
+                        let actions = app.apply(line, now);
+                        if bye {
+                            connection = None;
+                            if !matches!(app.link, Link::Closed(_)) {
+                                retry_at = Some(schedule(&mut app, &mut backoff, now));
+                            }
+                        }
+                        actions
+                    }
+                    None => Vec::new(),
+                },
+                Some(Err(_)) | None => {
+                    connection = None;
+                    if !matches!(app.link, Link::Closed(_)) {
+                        retry_at = Some(schedule(&mut app, &mut backoff, now));
+                    }
+                    Vec::new()
+                }
+            },
+            () = wait_until(retry_at) => {
+                retry_at = None;
+                app.link = Link::Connecting { attempt: backoff.attempt() };
+                let account = account.clone();
+                attempt = Some(tokio::spawn(async move { reconnect(&account).await }));
+                Vec::new()
+            }
+            result = join(&mut attempt) => {
+                attempt = None;
+                match result {
+                    Ok((new_connection, welcome)) => {
+                        connection = Some(new_connection);
+                        backoff.reset();
+                        app.apply(welcome, now);
+                        app.catch_up()
+                    }
+                    Err((error, permanent)) => {
+                        app.notice(state::EntryKind::Error(error.clone()), now);
+                        if permanent {
+                            app.link = Link::Closed(error);
+                        } else {
+                            retry_at = Some(schedule(&mut app, &mut backoff, now));
+                        }
+                        Vec::new()
+                    }
+                }
+            }
+            _ = countdown.tick() => {
+                if let (Some(at), Link::Reconnecting { attempt, .. }) = (retry_at, &app.link) {
+                    app.link = Link::Reconnecting {
+                        attempt: *attempt,
+                        in_seconds: at.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u64,
+                    };
+                }
+                Vec::new()
+            }
+        };
+        let mut exit = false;
+        for action in actions {
+            match action {
+                Action::Send(line) => match connection.as_mut() {
+                    Some((_, writer)) => {
+                        if writer.send_line(&line).await.is_err() {
+                            // The read side notices the broken stream and reconnects.
+                            app.notice(
+                                state::EntryKind::Error("Not sent: the connection broke".into()),
+                                now,
+                            );
+                        }
+                    }
+                    None if line.starts_with("/quit") => {}
+                    None => app.notice(
+                        state::EntryKind::Error("Not sent: not connected".into()),
+                        now,
+                    ),
+                },
+                Action::Bell => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(b"\x07");
+                    let _ = out.flush();
+                }
+                Action::Exit => exit = true,
+            }
+        }
+        if exit {
+            if let Some((_, writer)) = connection.as_mut() {
+                let _ = writer.close().await;
+            }
+            break Ok(());
+        }
+    };
+    drop(terminal);
+    drop(screen);
+    if let Some(task) = attempt {
+        task.abort();
+    }
+    outcome
+}
+
+/// Counts the attempt and says when it will be.
+fn schedule(app: &mut App, backoff: &mut Backoff, now: i64) -> Instant {
+    let delay = backoff.next_delay(backoff::random_u32());
+    app.connection_lost(backoff.attempt(), delay.as_secs_f64().ceil() as u64, now);
+    Instant::now() + delay
+}
+
+async fn next_line(connection: &mut Option<Connection>) -> Option<std::io::Result<String>> {
+    match connection {
+        Some((reader, _)) => reader.next_line().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join<T>(
+    task: &mut Option<tokio::task::JoinHandle<Result<T, (String, bool)>>>,
+) -> Result<T, (String, bool)> {
+    match task {
+        Some(handle) => match handle.await {
+            Ok(result) => result,
+            Err(error) => Err((format!("reconnect failed: {error}"), false)),
+        },
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,239 @@
+//! The full-screen `chat` as a person uses it: the real binary inside `tmux`, keys typed
+//! with `send-keys`, the screen read with `capture-pane`. Against the real server, which is
+//! restarted under the client to check that it reconnects and catches up exactly once.
+//!
+//! Skipped (with a note) when `tmux` is missing; CI installs it, and there a missing
+//! binary is a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+
+const ALICE_PASSWORD: &str = "alices password 1";
+const BOB_PASSWORD: &str = "bobs password 123";
+/// Longest wait for something to appear on the screen.
+const SCREEN_WAIT: Duration = Duration::from_secs(20);
+
+fn tmux_available() -> bool {
+    match Command::new("tmux").arg("-V").output() {
+        Ok(output) if output.status.success() => true,
+        _ if std::env::var_os("CI").is_some() => panic!("CI must provide the `tmux` binary"),
+        _ => {
+            eprintln!("SKIPPED: no tmux binary");
+            false
+        }
+    }
+}
+
+/// One tmux server of our own (its own socket), so tests never touch a user's sessions.
+struct Tmux {
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            socket: dir.path().join("tmux.sock"),
+            _dir: dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// Starts `command` in a detached 100x30 session named `name`.
+    fn start(&self, name: &str, command: &str) {
+        let output = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            command,
+        ]);
+        assert!(output.status.success(), "tmux: {output:?}");
+    }
+
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        let output = self.run(&args);
+        assert!(output.status.success(), "tmux send-keys: {output:?}");
+    }
+
+    /// Types `text` literally, then Enter.
+    fn type_line(&self, name: &str, text: &str) {
+        self.keys(name, &["-l", text]);
+        self.keys(name, &["Enter"]);
+    }
+
+    fn screen(&self, name: &str) -> String {
+        let output = self.run(&["capture-pane", "-p", "-t", name]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `check`; fails with the last screen otherwise.
+    async fn wait_for(&self, name: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SCREEN_WAIT;
+        loop {
+            let screen = self.screen(name);
+            if check(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("the screen never showed {what}:\n{screen}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+fn chat_command(port: u16, ca: &Path, config_home: &Path, nick: &str, password: &str) -> String {
+    // The environment is the person's: a terminal, a home for config and known_hosts.
+    // The shell stays after `chat` ends, to show how it ended.
+    format!(
+        "env -u CHAT_SERVER -u CHAT_CA -u CHAT_NICK TERM=xterm-256color TZ=UTC \
+         XDG_CONFIG_HOME='{}' CHAT_PASSWORD='{password}' '{}' localhost:{port} --ca '{}' --nick {nick}; \
+         echo chat exited with $?; sleep 600",
+        config_home.display(),
+        env!("CARGO_BIN_EXE_chat"),
+        ca.display(),
+    )
+}
+
+fn occurrences(screen: &str, text: &str) -> usize {
+    screen.matches(text).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_chats_switches_rooms_and_survives_a_server_restart() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", ALICE_PASSWORD).await;
+    server.add_user("bob", BOB_PASSWORD).await;
+    let addr = server.addr;
+    let ca = server.files.certs().ca_cert;
+    let config_home = tempfile::tempdir().unwrap();
+    let mut bob = server.login("bob", BOB_PASSWORD).await;
+
+    let tmux = Tmux::new();
+    let command = chat_command(
+        addr.port(),
+        &ca,
+        config_home.path(),
+        "alice",
+        ALICE_PASSWORD,
+    );
+    tmux.start("alice", &command);
+    let screen = tmux
+        .wait_for("alice", "the logged-in chat", |s| {
+            s.contains("connected | localhost:") && s.contains("#general>")
+        })
+        .await;
+    assert!(screen.contains("1 #general"), "the room list:\n{screen}");
+    assert!(!screen.contains("WELCOME"), "no raw protocol:\n{screen}");
+
+    // A message typed into the room reaches bob and shows on alice's screen.
+    tmux.type_line("alice", "hello from the terminal");
+    let line = bob.skip_until("MSG #general ").await;
+    assert!(line.ends_with(" alice hello from the terminal"), "{line}");
+    tmux.wait_for("alice", "her own message", |s| {
+        s.contains("<alice> hello from the terminal")
+    })
+    .await;
+
+    // Bob's reply, with the online list in the status bar.
+    bob.send("hi alice").await;
+    let screen = tmux
+        .wait_for("alice", "bob's reply", |s| s.contains("<bob> hi alice"))
+        .await;
+    assert!(screen.contains("online: alice, bob"), "{screen}");
+
+    // /join makes a room and switches to it.
+    tmux.type_line("alice", "/join #tmux");
+    tmux.wait_for("alice", "the new room", |s| {
+        s.contains("2 #tmux") && s.contains("#tmux>")
+    })
+    .await;
+
+    // A private message while she looks at #tmux: a conversation of its own, unread.
+    bob.send("/msg alice are you there?").await;
+    bob.skip_until("DM ").await; // his own copy
+    tmux.wait_for("alice", "the DM in the room list", |s| {
+        s.contains("@bob 1!")
+    })
+    .await;
+    tmux.keys("alice", &["M-3"]);
+    tmux.wait_for("alice", "the DM conversation", |s| {
+        s.contains("<bob> are you there?") && s.contains("@bob>")
+    })
+    .await;
+    tmux.type_line("alice", "yes");
+    let dm = bob.skip_until("DM ").await;
+    assert!(dm.ends_with(" alice bob yes"), "{dm}");
+
+    // The server restarts; bob says something while alice is away.
+    bob.close().await;
+    let files = server.stop().await;
+    tmux.wait_for("alice", "the connection loss", |s| {
+        s.contains("reconnecting")
+    })
+    .await;
+    let server = TestServer::restart_at(files, addr).await;
+    let mut bob = server.login("bob", BOB_PASSWORD).await;
+    bob.send("/say #general said while you were away").await;
+    bob.skip_until("MSG #general ").await;
+
+    tmux.wait_for("alice", "the reconnection", |s| {
+        s.contains(" connected | ") && s.contains("Reconnected")
+    })
+    .await;
+    tmux.keys("alice", &["M-1"]);
+    let screen = tmux
+        .wait_for("alice", "what was said meanwhile", |s| {
+            s.contains("said while you were away") && s.contains("#general>")
+        })
+        .await;
+    assert_eq!(
+        occurrences(&screen, "said while you were away"),
+        1,
+        "shown exactly once:\n{screen}"
+    );
+    assert_eq!(
+        occurrences(&screen, "hello from the terminal"),
+        1,
+        "nothing shown twice after the catch-up:\n{screen}"
+    );
+
+    // Ctrl+C leaves cleanly, and bob sees her go.
+    tmux.keys("alice", &["C-c"]);
+    let leave = bob.skip_until("LEAVE #general ").await;
+    assert!(leave.contains(" alice "), "{leave}");
+    tmux.wait_for("alice", "a clean exit", |s| {
+        s.contains("chat exited with 0")
+    })
+    .await;
+}
