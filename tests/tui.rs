@@ -15,6 +15,7 @@ use common::TestServer;
 
 const ALICE_PASSWORD: &str = "alices password 1";
 const BOB_PASSWORD: &str = "bobs password 123";
+const CAROL_PASSWORD: &str = "carols password 1";
 /// Longest wait for something to appear on the screen.
 const SCREEN_WAIT: Duration = Duration::from_secs(20);
 
@@ -126,62 +127,78 @@ fn occurrences(screen: &str, text: &str) -> usize {
     screen.matches(text).count()
 }
 
+/// Starts `nick`'s `chat` in a tmux session of that name and waits for its chat screen.
+async fn open_chat(
+    tmux: &Tmux,
+    server: &TestServer,
+    config_home: &Path,
+    nick: &str,
+    password: &str,
+) {
+    let ca = server.files.certs().ca_cert;
+    tmux.start(
+        nick,
+        &chat_command(server.addr.port(), &ca, config_home, nick, password),
+    );
+    let screen = tmux
+        .wait_for(nick, "the logged-in chat", |s| {
+            s.contains("connected | localhost:") && s.contains("#general>")
+        })
+        .await;
+    assert!(screen.contains("1 #general"), "the room list:\n{screen}");
+    assert!(!screen.contains("WELCOME"), "no raw protocol:\n{screen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_chats_switches_rooms_and_survives_a_server_restart() {
+async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
     if !tmux_available() {
         return;
     }
     let server = TestServer::start().await;
     server.add_user("alice", ALICE_PASSWORD).await;
     server.add_user("bob", BOB_PASSWORD).await;
+    server.add_user("carol", CAROL_PASSWORD).await;
     let addr = server.addr;
-    let ca = server.files.certs().ca_cert;
     let config_home = tempfile::tempdir().unwrap();
-    let mut bob = server.login("bob", BOB_PASSWORD).await;
+    // Carol speaks the protocol directly: she checks what the terminals send.
+    let mut carol = server.login("carol", CAROL_PASSWORD).await;
 
     let tmux = Tmux::new();
-    let command = chat_command(
-        addr.port(),
-        &ca,
-        config_home.path(),
-        "alice",
-        ALICE_PASSWORD,
-    );
-    tmux.start("alice", &command);
-    let screen = tmux
-        .wait_for("alice", "the logged-in chat", |s| {
-            s.contains("connected | localhost:") && s.contains("#general>")
+    open_chat(&tmux, &server, config_home.path(), "alice", ALICE_PASSWORD).await;
+    open_chat(&tmux, &server, config_home.path(), "bob", BOB_PASSWORD).await;
+
+    // A message typed into the room reaches everyone, and both screens show it.
+    tmux.type_line("alice", "hello from the terminal");
+    let line = carol.skip_until("MSG #general ").await;
+    assert!(line.ends_with(" alice hello from the terminal"), "{line}");
+    for nick in ["alice", "bob"] {
+        tmux.wait_for(nick, "alice's message", |s| {
+            s.contains("<alice> hello from the terminal")
         })
         .await;
-    assert!(screen.contains("1 #general"), "the room list:\n{screen}");
-    assert!(!screen.contains("WELCOME"), "no raw protocol:\n{screen}");
-
-    // A message typed into the room reaches bob and shows on alice's screen.
-    tmux.type_line("alice", "hello from the terminal");
-    let line = bob.skip_until("MSG #general ").await;
-    assert!(line.ends_with(" alice hello from the terminal"), "{line}");
-    tmux.wait_for("alice", "her own message", |s| {
-        s.contains("<alice> hello from the terminal")
-    })
-    .await;
-
-    // Bob's reply, with the online list in the status bar.
-    bob.send("hi alice").await;
+    }
+    tmux.type_line("bob", "hi alice");
     let screen = tmux
         .wait_for("alice", "bob's reply", |s| s.contains("<bob> hi alice"))
         .await;
-    assert!(screen.contains("online: alice, bob"), "{screen}");
+    assert!(screen.contains("online: alice, bob, carol"), "{screen}");
 
-    // /join makes a room and switches to it.
-    tmux.type_line("alice", "/join #tmux");
-    tmux.wait_for("alice", "the new room", |s| {
-        s.contains("2 #tmux") && s.contains("#tmux>")
+    // /join makes a room and switches to it; both join the second room.
+    for nick in ["alice", "bob"] {
+        tmux.type_line(nick, "/join #tmux");
+        tmux.wait_for(nick, "the new room", |s| {
+            s.contains("2 #tmux") && s.contains("#tmux>")
+        })
+        .await;
+    }
+    tmux.type_line("bob", "second room works");
+    tmux.wait_for("alice", "bob in #tmux", |s| {
+        s.contains("<bob> second room works")
     })
     .await;
 
-    // A private message while she looks at #tmux: a conversation of its own, unread.
-    bob.send("/msg alice are you there?").await;
-    bob.skip_until("DM ").await; // his own copy
+    // Bob writes privately while alice looks at #tmux: a conversation of its own, unread.
+    tmux.type_line("bob", "/msg alice are you there?");
     tmux.wait_for("alice", "the DM in the room list", |s| {
         s.contains("@bob 1!")
     })
@@ -192,48 +209,72 @@ async fn a_person_chats_switches_rooms_and_survives_a_server_restart() {
     })
     .await;
     tmux.type_line("alice", "yes");
-    let dm = bob.skip_until("DM ").await;
-    assert!(dm.ends_with(" alice bob yes"), "{dm}");
+    tmux.wait_for("bob", "alice's answer", |s| s.contains("<alice> yes"))
+        .await;
 
-    // The server restarts; bob says something while alice is away.
-    bob.close().await;
+    // The server restarts. Both clients lose it; once they have failed to reconnect at
+    // least once, carol says something in each room: they must catch up, not hear it live.
+    carol.close().await;
     let files = server.stop().await;
-    tmux.wait_for("alice", "the connection loss", |s| {
-        s.contains("reconnecting")
-    })
-    .await;
+    for nick in ["alice", "bob"] {
+        tmux.wait_for(nick, "a failed reconnect", |s| s.contains("(attempt 2)"))
+            .await;
+    }
     let server = TestServer::restart_at(files, addr).await;
-    let mut bob = server.login("bob", BOB_PASSWORD).await;
-    bob.send("/say #general said while you were away").await;
-    bob.skip_until("MSG #general ").await;
+    let mut carol = server.login("carol", CAROL_PASSWORD).await;
+    carol.send("/say #general said while you were away").await;
+    carol.skip_until("MSG #general ").await;
+    carol.send("/join #tmux").await;
+    carol.send("/say #tmux also in this room").await;
+    carol.skip_until("MSG #tmux ").await;
 
-    tmux.wait_for("alice", "the reconnection", |s| {
-        s.contains(" connected | ") && s.contains("Reconnected")
-    })
-    .await;
-    tmux.keys("alice", &["M-1"]);
-    let screen = tmux
-        .wait_for("alice", "what was said meanwhile", |s| {
-            s.contains("said while you were away") && s.contains("#general>")
+    for nick in ["alice", "bob"] {
+        tmux.wait_for(nick, "the reconnection", |s| {
+            s.contains(" connected | ") && s.contains("Reconnected")
         })
         .await;
-    assert_eq!(
-        occurrences(&screen, "said while you were away"),
-        1,
-        "shown exactly once:\n{screen}"
-    );
-    assert_eq!(
-        occurrences(&screen, "hello from the terminal"),
-        1,
-        "nothing shown twice after the catch-up:\n{screen}"
-    );
+        tmux.keys(nick, &["M-1"]);
+        let screen = tmux
+            .wait_for(nick, "what was said in #general meanwhile", |s| {
+                s.contains("said while you were away") && s.contains("#general>")
+            })
+            .await;
+        for text in [
+            "said while you were away",
+            "hello from the terminal",
+            "hi alice",
+        ] {
+            assert_eq!(
+                occurrences(&screen, text),
+                1,
+                "{nick} sees {text:?} exactly once:\n{screen}"
+            );
+        }
+        tmux.keys(nick, &["M-2"]);
+        let screen = tmux
+            .wait_for(nick, "what was said in #tmux meanwhile", |s| {
+                s.contains("also in this room") && s.contains("#tmux>")
+            })
+            .await;
+        for text in ["also in this room", "second room works"] {
+            assert_eq!(
+                occurrences(&screen, text),
+                1,
+                "{nick} sees {text:?} exactly once:\n{screen}"
+            );
+        }
+    }
 
-    // Ctrl+C leaves cleanly, and bob sees her go.
+    // Ctrl+C leaves cleanly, and the others see her go.
     tmux.keys("alice", &["C-c"]);
-    let leave = bob.skip_until("LEAVE #general ").await;
+    let leave = carol.skip_until("LEAVE #general ").await;
     assert!(leave.contains(" alice "), "{leave}");
     tmux.wait_for("alice", "a clean exit", |s| {
         s.contains("chat exited with 0")
+    })
+    .await;
+    tmux.wait_for("bob", "alice leaving", |s| {
+        s.contains("<-- alice left (quit)")
     })
     .await;
 }
