@@ -16,6 +16,9 @@ use common::TestServer;
 const ALICE_PASSWORD: &str = "alices password 1";
 const BOB_PASSWORD: &str = "bobs password 123";
 const CAROL_PASSWORD: &str = "carols password 1";
+/// Messages said in #general while the clients are away: more than the server's login
+/// replay of 20, fewer than fit on the screen.
+const AWAY_MESSAGES: u32 = 25;
 /// Longest wait for something to appear on the screen.
 const SCREEN_WAIT: Duration = Duration::from_secs(20);
 
@@ -54,7 +57,7 @@ impl Tmux {
             .expect("run tmux")
     }
 
-    /// Starts `command` in a detached 100x30 session named `name`.
+    /// Starts `command` in a detached 100x50 session named `name`.
     fn start(&self, name: &str, command: &str) {
         let output = self.run(&[
             "new-session",
@@ -64,7 +67,7 @@ impl Tmux {
             "-x",
             "100",
             "-y",
-            "30",
+            "50",
             command,
         ]);
         assert!(output.status.success(), "tmux: {output:?}");
@@ -214,6 +217,7 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
 
     // The server restarts. Both clients lose it; once they have failed to reconnect at
     // least once, carol says something in each room: they must catch up, not hear it live.
+    // More than the 20 messages the login replay brings, so the catch-up must fetch the rest.
     carol.close().await;
     let files = server.stop().await;
     for nick in ["alice", "bob"] {
@@ -222,8 +226,16 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
     }
     let server = TestServer::restart_at(files, addr).await;
     let mut carol = server.login("carol", CAROL_PASSWORD).await;
+    for n in 1..=AWAY_MESSAGES {
+        carol.send(&format!("/say #general away-{n:02}")).await;
+    }
     carol.send("/say #general said while you were away").await;
-    carol.skip_until("MSG #general ").await;
+    loop {
+        let line = carol.skip_until("MSG #general ").await;
+        if line.ends_with("said while you were away") {
+            break;
+        }
+    }
     carol.send("/join #tmux").await;
     carol.send("/say #tmux also in this room").await;
     carol.skip_until("MSG #tmux ").await;
@@ -239,11 +251,15 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
                 s.contains("said while you were away") && s.contains("#general>")
             })
             .await;
-        for text in [
+        let away: Vec<String> = (1..=AWAY_MESSAGES)
+            .map(|n| format!("away-{n:02}"))
+            .collect();
+        let texts = [
             "said while you were away",
             "hello from the terminal",
             "hi alice",
-        ] {
+        ];
+        for text in texts.iter().copied().chain(away.iter().map(String::as_str)) {
             assert_eq!(
                 occurrences(&screen, text),
                 1,

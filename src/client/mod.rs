@@ -2,6 +2,7 @@
 //! `chat` binary and by the integration tests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use rustls::ClientConfig;
@@ -131,6 +132,13 @@ pub async fn handshake(
     let name =
         ServerName::try_from(host).map_err(|_| ClientError::BadAddress(server.to_owned()))?;
     let _ = tcp.set_nodelay(true);
+    // A laptop that slept or a NAT that forgot us must not leave the client "connected"
+    // to nothing: the kernel probes an idle connection and reports it dead.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     let stream = TlsConnector::from(tls)
         .connect(name, tcp)
         .await

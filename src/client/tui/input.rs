@@ -1,7 +1,7 @@
 //! The input line: a cursor, word editing and a history of what was sent, as readline and
 //! irssi users expect. Positions are in characters, so multi-byte text edits cleanly.
 
-use unicode_width::UnicodeWidthChar;
+use unicode_width::UnicodeWidthStr;
 
 /// Lines kept for Up/Down.
 const HISTORY: usize = 200;
@@ -28,10 +28,9 @@ impl Input {
 
     /// The cursor's column, in terminal cells from the start of the line.
     pub fn cursor_column(&self) -> usize {
-        self.text[..self.cursor]
-            .iter()
-            .map(|c| c.width().unwrap_or(0))
-            .sum()
+        // The width of the text before the cursor as a string, so that emoji sequences
+        // (a variation selector, joined families) count as the one picture they are.
+        self.text[..self.cursor].iter().collect::<String>().width()
     }
 
     pub fn insert(&mut self, c: char) {
@@ -232,6 +231,8 @@ mod tests {
     fn wide_characters_count_two_cells_for_the_cursor() {
         let input = typed("a你好");
         assert_eq!(input.cursor_column(), 5);
+        assert_eq!(typed("❤️").cursor_column(), 2);
+        assert_eq!(typed("👨‍👩‍👧").cursor_column(), 2);
         let mut input = typed("ça va");
         input.word_left();
         input.backspace();

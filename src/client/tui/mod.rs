@@ -29,6 +29,15 @@ use state::{Action, App, Link};
 
 /// Longest a login may take before the attempt counts as failed.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a reconnect's TCP connect and TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connection that lived this long was a success: the next drop starts from the first
+/// wait. (Resetting at every login would retry at once, forever, a server that accepts
+/// and then drops us.)
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// The pace of the lines the client sends by itself, well under the server's flood limit
+/// (5 a second after a burst of 10), whatever the person types meanwhile.
+const AUTOMATIC_LINE_EVERY: Duration = Duration::from_millis(400);
 
 /// Everything needed to connect and log in again, kept for the whole run (the password
 /// only in this process's memory).
@@ -106,8 +115,10 @@ type Reconnected = Result<(Connection, ServerLine), (String, bool)>;
 /// changed while we were away is refused) and log in.
 async fn reconnect(account: &Account) -> Reconnected {
     let mut never = |_: &str, _: &str| false;
-    let (mut reader, mut writer) = trust::connect(&account.server, &account.trust, &mut never)
+    let connecting = trust::connect(&account.server, &account.trust, &mut never);
+    let (mut reader, mut writer) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| (format!("no connection within {CONNECT_TIMEOUT:?}"), false))?
         .map_err(|error| {
             let permanent = matches!(error, trust::TrustError::Changed { .. });
             (error.to_string(), permanent)
@@ -124,8 +135,10 @@ struct Screen;
 impl Screen {
     fn enter() -> std::io::Result<(Self, ratatui::DefaultTerminal)> {
         let terminal = ratatui::try_init()?;
+        // From here on, leaving (even by `?`) restores the terminal.
+        let screen = Self;
         crossterm::execute!(std::io::stdout(), EnableMouseCapture, EnableBracketedPaste)?;
-        Ok((Self, terminal))
+        Ok((screen, terminal))
     }
 }
 
@@ -156,6 +169,8 @@ pub async fn run(
     let mut attempt: Option<tokio::task::JoinHandle<Reconnected>> = None;
     let account = std::sync::Arc::new(account);
     let mut countdown = tokio::time::interval(Duration::from_secs(1));
+    let mut automatic = tokio::time::interval(AUTOMATIC_LINE_EVERY);
+    let mut connected_since = Some(Instant::now());
 
     let outcome = loop {
         terminal.draw(|frame| view::draw(frame, &mut app, &chrono::Local))?;
@@ -174,7 +189,7 @@ pub async fn run(
                         if bye {
                             connection = None;
                             if !matches!(app.link, Link::Closed(_)) {
-                                retry_at = Some(schedule(&mut app, &mut backoff, now));
+                                retry_at = Some(schedule(&mut app, &mut backoff, connected_since.take(), now));
                             }
                         }
                         actions
@@ -184,7 +199,7 @@ pub async fn run(
                 Some(Err(_)) | None => {
                     connection = None;
                     if !matches!(app.link, Link::Closed(_)) {
-                        retry_at = Some(schedule(&mut app, &mut backoff, now));
+                        retry_at = Some(schedule(&mut app, &mut backoff, connected_since.take(), now));
                     }
                     Vec::new()
                 }
@@ -201,20 +216,23 @@ pub async fn run(
                 match result {
                     Ok((new_connection, welcome)) => {
                         connection = Some(new_connection);
-                        backoff.reset();
-                        app.apply(welcome, now);
-                        app.catch_up()
+                        connected_since = Some(Instant::now());
+                        // The catch-up starts when the login replay ends (`App::apply`).
+                        app.apply(welcome, now)
                     }
                     Err((error, permanent)) => {
                         app.notice(state::EntryKind::Error(error.clone()), now);
                         if permanent {
                             app.link = Link::Closed(error);
                         } else {
-                            retry_at = Some(schedule(&mut app, &mut backoff, now));
+                            retry_at = Some(schedule(&mut app, &mut backoff, connected_since.take(), now));
                         }
                         Vec::new()
                     }
                 }
+            }
+            _ = automatic.tick(), if connection.is_some() && !app.automatic.is_empty() => {
+                app.automatic.pop_front().map(Action::Send).into_iter().collect()
             }
             _ = countdown.tick() => {
                 if let (Some(at), Link::Reconnecting { attempt, .. }) = (retry_at, &app.link) {
@@ -268,8 +286,17 @@ pub async fn run(
     outcome
 }
 
-/// Counts the attempt and says when it will be.
-fn schedule(app: &mut App, backoff: &mut Backoff, now: i64) -> Instant {
+/// Counts the attempt and says when it will be. A connection that had lived a while
+/// (`connected_since`) starts the waits over.
+fn schedule(
+    app: &mut App,
+    backoff: &mut Backoff,
+    connected_since: Option<Instant>,
+    now: i64,
+) -> Instant {
+    if connected_since.is_some_and(|since| since.elapsed() >= STABLE_CONNECTION) {
+        backoff.reset();
+    }
     let delay = backoff.next_delay(backoff::random_u32());
     app.connection_lost(backoff.attempt(), delay.as_secs_f64().ceil() as u64, now);
     Instant::now() + delay

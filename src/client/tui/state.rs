@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::client::render::bye_words;
-use crate::protocol::{ByeReason, ServerLine, StoredMessage};
+use crate::protocol::{ByeReason, LeaveReason, ServerLine, StoredMessage};
 
 use super::input::Input;
 
@@ -13,6 +13,8 @@ use super::input::Input;
 pub const SCROLLBACK: usize = 5_000;
 /// Notices kept while there is no conversation to show them in.
 const ORPHANS: usize = 100;
+/// Messages asked for per catch-up request (the server's most).
+const CATCH_UP_PAGE: usize = 500;
 
 /// A room, or the private conversation with one person.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,6 +75,11 @@ pub struct Conversation {
     pub online: Vec<String>,
     /// Rows scrolled back from the newest; 0 follows the conversation live.
     pub scroll: usize,
+    /// The newest id seen before the connection was lost: replayed messages above it were
+    /// said while we were away, so they count as unread.
+    news_after: Option<i64>,
+    /// Since the last reconnect, the server has confirmed we are still in this room.
+    confirmed: bool,
 }
 
 impl Conversation {
@@ -87,6 +94,8 @@ impl Conversation {
             mentioned: false,
             online: Vec::new(),
             scroll: 0,
+            news_after: None,
+            confirmed: true,
         }
     }
 
@@ -159,6 +168,15 @@ impl Conversation {
     }
 }
 
+/// One catch-up request on its way: what its answer has brought so far.
+#[derive(Debug)]
+struct CatchUp {
+    room: String,
+    received: usize,
+    /// The highest id in the answer: where the next page starts.
+    newest: i64,
+}
+
 /// The connection as the status bar shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -209,15 +227,17 @@ pub struct App {
     pub current: usize,
     pub link: Link,
     pub input: Input,
-    /// Logged in at least once before this connection: history that arrives now may be
-    /// news (said while we were away), so it counts as unread.
+    /// Logged in at least once before this connection.
     reconnected: bool,
     /// A room we asked to join; we switch to it when the server confirms.
     joining: Option<String>,
     /// `/who` answers we asked for ourselves (to fill the online list), not to be shown.
     quiet_who: Vec<String>,
-    /// `/history` answers of a catch-up, merged without comment.
-    quiet_history: usize,
+    /// Catch-up `/history` requests not yet answered, oldest first.
+    quiet_history: VecDeque<CatchUp>,
+    /// Lines the client sends by itself (`/who`, catch-up `/history`), sent a few a second
+    /// by the event loop so that they never meet the server's flood limit.
+    pub automatic: VecDeque<String>,
     /// Logged in, and the server's `INFO` naming its current room (which ends the login
     /// replay) not yet seen: that room means nothing here, where every line names its own.
     awaiting_room_info: bool,
@@ -240,7 +260,8 @@ impl App {
             reconnected: false,
             joining: None,
             quiet_who: Vec::new(),
-            quiet_history: 0,
+            quiet_history: VecDeque::new(),
+            automatic: VecDeque::new(),
             awaiting_room_info: false,
             page_rows: 10,
             orphans: Vec::new(),
@@ -370,9 +391,10 @@ impl App {
         let own = self.is_me(&message.nick);
         let mention = !own && mentions(&message.text, &self.nick);
         let at = self.conversation(ConversationKey::Room(message.room.clone()), &message.room);
+        let id = message.id;
         let entry = Entry {
             time: message.time,
-            id: Some(message.id),
+            id: Some(id),
             kind: EntryKind::Message {
                 nick: message.nick,
                 text: message.text,
@@ -381,7 +403,18 @@ impl App {
                 mention,
             },
         };
-        let news = !replayed || self.reconnected;
+        let news = !replayed
+            || self.conversations[at]
+                .news_after
+                .is_some_and(|seen| id > seen);
+        if replayed {
+            if let Some(request) = self.quiet_history.front_mut() {
+                if request.room == self.conversations[at].title {
+                    request.received += 1;
+                    request.newest = request.newest.max(id);
+                }
+            }
+        }
         self.add_message(at, entry, news)
     }
 
@@ -437,9 +470,11 @@ impl App {
                         self.joining = None;
                         self.switch_to(at);
                     }
+                    self.conversations[at].confirmed = true;
                     // Who else is here, for the status bar; the answer is not shown.
                     self.quiet_who.push(room.clone());
-                    return vec![Action::Send(format!("/who {room}"))];
+                    self.automatic.push_back(format!("/who {room}"));
+                    return Vec::new();
                 } else {
                     self.conversations[at].push(Entry {
                         time,
@@ -460,11 +495,12 @@ impl App {
                     return Vec::new();
                 };
                 if self.is_me(&nick) {
-                    self.conversations.remove(at);
-                    if self.current >= at && self.current > 0 {
-                        self.current -= 1;
-                    }
-                    self.notice(EntryKind::Info(format!("You left {room}.")), time);
+                    self.remove_conversation(at);
+                    let text = match reason {
+                        LeaveReason::Part => format!("You left {room}."),
+                        other => format!("You are no longer in {room} ({other})."),
+                    };
+                    self.notice(EntryKind::Info(text), time);
                 } else {
                     let conversation = &mut self.conversations[at];
                     conversation.set_online(&nick, false);
@@ -505,13 +541,25 @@ impl App {
                     "who" if !self.quiet_who.is_empty() => {
                         self.quiet_who.remove(0);
                     }
-                    "history" if self.quiet_history > 0 => self.quiet_history -= 1,
+                    "history" => {
+                        if let Some(request) = self.quiet_history.pop_front() {
+                            // A full page: there may be more after its last message.
+                            if request.received >= CATCH_UP_PAGE {
+                                self.ask_history_after(&request.room, request.newest);
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 Vec::new()
             }
             ServerLine::Info(_) if self.awaiting_room_info => {
+                // The login replay is over: every room we are still in has said JOIN.
                 self.awaiting_room_info = false;
+                if self.reconnected {
+                    self.forget_unconfirmed_rooms(now);
+                    self.catch_up();
+                }
                 Vec::new()
             }
             ServerLine::Info(text) => {
@@ -547,32 +595,63 @@ impl App {
         self.reconnected = true;
         for conversation in &mut self.conversations {
             conversation.online.clear();
+            conversation.news_after = Some(conversation.last_id);
+            conversation.confirmed = !conversation.key_is_room();
         }
         self.quiet_who.clear();
-        self.quiet_history = 0;
+        self.quiet_history.clear();
+        self.automatic.clear();
         self.link = Link::Reconnecting {
             attempt,
             in_seconds: seconds,
         };
     }
 
-    /// Logged in again: what to send to catch up. The server replays each room's newest
-    /// history itself; asking for everything after the last id seen fills any gap beyond
-    /// that, and duplicates are dropped on arrival.
-    pub fn catch_up(&mut self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for conversation in &self.conversations {
-            if let ConversationKey::Room(room) = &conversation.key {
-                if conversation.last_id > 0 {
-                    actions.push(Action::Send(format!(
-                        "/history {room} after {}",
-                        conversation.last_id
-                    )));
-                    self.quiet_history += 1;
-                }
-            }
+    /// Logged in again and the login replay is over: asks every room for everything after
+    /// the newest id seen before the connection was lost (all of it for a room where
+    /// nothing was seen). The replay brought the newest few already, which may be far past
+    /// that; duplicates are dropped on arrival.
+    fn catch_up(&mut self) {
+        let rooms: Vec<(String, i64)> = self
+            .conversations
+            .iter()
+            .filter(|c| c.key_is_room())
+            .map(|c| (c.title.clone(), c.news_after.unwrap_or(c.last_id)))
+            .collect();
+        for (room, after) in rooms {
+            self.ask_history_after(&room, after);
         }
-        actions
+    }
+
+    fn ask_history_after(&mut self, room: &str, after: i64) {
+        self.automatic
+            .push_back(format!("/history {room} after {after} {CATCH_UP_PAGE}"));
+        self.quiet_history.push_back(CatchUp {
+            room: room.to_owned(),
+            received: 0,
+            newest: after,
+        });
+    }
+
+    /// Rooms left from another device while this one was away: the login replay did not
+    /// mention them.
+    fn forget_unconfirmed_rooms(&mut self, now: i64) {
+        while let Some(at) = self.conversations.iter().position(|c| !c.confirmed) {
+            let room = self.conversations[at].title.clone();
+            self.remove_conversation(at);
+            self.notice(
+                EntryKind::Info(format!("You are no longer in {room}.")),
+                now,
+            );
+        }
+    }
+
+    fn remove_conversation(&mut self, at: usize) {
+        self.conversations.remove(at);
+        if self.current > at || self.current >= self.conversations.len() {
+            self.current = self.current.saturating_sub(1);
+        }
+        self.switch_to(self.current);
     }
 
     /// A line typed at the input: what to send, or a local command.
@@ -645,6 +724,12 @@ impl App {
                 }
                 Vec::new()
             }
+            // Without a room these would name the server's current room, which is not
+            // necessarily the one on screen.
+            "who" if rest.is_empty() => self.on_screen_room(line, |room| format!("/who {room}")),
+            "history" if !rest.starts_with('#') => {
+                self.on_screen_room(line, |room| format!("/history {room} {rest}"))
+            }
             "quit" | "exit" => {
                 self.link = Link::Closed(bye_words(&ByeReason::Quit));
                 vec![Action::Send(line.to_owned()), Action::Exit]
@@ -654,6 +739,16 @@ impl App {
                     self.notice(EntryKind::Info((*text).into()), now);
                 }
                 vec![Action::Send(line.to_owned())]
+            }
+            _ => vec![Action::Send(line.to_owned())],
+        }
+    }
+
+    /// `command` for the room on screen, or `line` as typed when a DM is on screen.
+    fn on_screen_room(&self, line: &str, command: impl Fn(&str) -> String) -> Vec<Action> {
+        match self.current().map(|c| &c.key) {
+            Some(ConversationKey::Room(room)) => {
+                vec![Action::Send(command(room).trim_end().to_owned())]
             }
             _ => vec![Action::Send(line.to_owned())],
         }
@@ -695,8 +790,7 @@ impl App {
 
     fn close_current(&mut self) {
         if self.current < self.conversations.len() {
-            self.conversations.remove(self.current);
-            self.current = self.current.saturating_sub(1);
+            self.remove_conversation(self.current);
         }
     }
 }
@@ -792,7 +886,12 @@ mod tests {
     fn own_joins_ask_quietly_who_is_online() {
         let mut app = App::new("localhost:7777", "alice");
         let actions = feed(&mut app, &[&format!("JOIN #general {T} alice")]);
-        assert_eq!(actions, vec![Action::Send("/who #general".into())]);
+        assert_eq!(actions, vec![]);
+        assert_eq!(
+            app.automatic,
+            ["/who #general"],
+            "sent at the client's own pace"
+        );
         feed(
             &mut app,
             &[
@@ -844,24 +943,31 @@ mod tests {
         assert_eq!(conversation(&app, "#general").unread, 0);
     }
 
+    /// Loses the connection and logs in again with the given login replay.
+    fn reconnect(app: &mut App, replay: &[&str]) {
+        app.connection_lost(1, 1, 0);
+        assert!(matches!(app.link, Link::Reconnecting { attempt: 1, .. }));
+        app.automatic.clear();
+        feed(app, &["WELCOME alice Logged in."]);
+        feed(app, replay);
+        feed(app, &["INFO You are in #general."]);
+    }
+
+    fn history_requests(app: &App) -> Vec<&str> {
+        app.automatic
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with("/history"))
+            .collect()
+    }
+
     #[test]
     fn catch_up_asks_after_the_last_id_and_shows_each_message_once() {
         let mut app = logged_in();
         feed(&mut app, &[&format!("MSG #general 5 {T} bob five")]);
         app.switch_by(1); // look at #dev while #general catches up
-        app.connection_lost(1, 1, 0);
-        assert!(matches!(app.link, Link::Reconnecting { attempt: 1, .. }));
-        feed(&mut app, &["WELCOME alice Logged in."]);
-        let actions = app.catch_up();
-        assert_eq!(
-            actions,
-            vec![
-                Action::Send("/history #general after 5".into()),
-                Action::Send("/history #dev after 3".into()),
-            ]
-        );
-        // The login replay (newest few), then the catch-up (everything after 5).
-        feed(
+                          // The login replay (the newest few of each room), then the catch-up requests.
+        reconnect(
             &mut app,
             &[
                 &format!("JOIN #general {T} alice"),
@@ -869,16 +975,84 @@ mod tests {
                 &format!("HIST #general 5 {T} bob five"),
                 &format!("HIST #general 8 {T} bob eight"),
                 &format!("HIST #general 9 {T} bob nine"),
+                &format!("JOIN #dev {T} alice"),
+                &format!("HIST #dev 3 {T} carol third"),
+            ],
+        );
+        assert_eq!(
+            history_requests(&app),
+            ["/history #general after 5 500", "/history #dev after 3 500"]
+        );
+        assert!(app.conversations[1]
+            .entries
+            .iter()
+            .any(|e| matches!(&e.kind, EntryKind::Info(t) if t == "Reconnected.")));
+        // The answers: everything after 5 (the replay's 8 and 9 again), nothing in #dev.
+        feed(
+            &mut app,
+            &[
                 &format!("HIST #general 6 {T} bob six"),
                 &format!("HIST #general 7 {T} bob seven"),
                 &format!("HIST #general 8 {T} bob eight"),
                 &format!("HIST #general 9 {T} bob nine"),
+                "END history",
                 "END history",
             ],
         );
         assert_eq!(ids(&app, "#general"), [1, 2, 5, 6, 7, 8, 9]);
         assert_eq!(conversation(&app, "#general").unread, 4, "6 to 9 are news");
         assert_eq!(conversation(&app, "#general").last_id, 9);
+        assert!(app.quiet_history.is_empty());
+    }
+
+    #[test]
+    fn a_room_with_nothing_seen_catches_up_from_the_start_and_full_pages_ask_again() {
+        let mut app = logged_in();
+        feed(&mut app, &[&format!("JOIN #quiet {T} alice")]);
+        reconnect(
+            &mut app,
+            &[
+                &format!("JOIN #general {T} alice"),
+                &format!("JOIN #dev {T} alice"),
+                &format!("JOIN #quiet {T} alice"),
+            ],
+        );
+        assert!(history_requests(&app).contains(&"/history #quiet after 0 500"));
+        app.automatic.clear();
+        feed(&mut app, &["END history", "END history"]);
+        let page: Vec<String> = (100..600)
+            .map(|id| format!("HIST #quiet {id} {T} bob n{id}"))
+            .collect();
+        let page: Vec<&str> = page.iter().map(String::as_str).collect();
+        feed(&mut app, &page);
+        feed(&mut app, &["END history"]);
+        assert_eq!(history_requests(&app), ["/history #quiet after 599 500"]);
+    }
+
+    #[test]
+    fn rooms_left_elsewhere_while_away_are_dropped() {
+        let mut app = logged_in();
+        reconnect(&mut app, &[&format!("JOIN #general {T} alice")]);
+        let titles: Vec<_> = app.conversations.iter().map(|c| c.title.as_str()).collect();
+        assert_eq!(titles, ["#general"]);
+        assert_eq!(history_requests(&app), ["/history #general after 2 500"]);
+    }
+
+    #[test]
+    fn old_history_asked_for_by_hand_is_not_unread() {
+        let mut app = logged_in();
+        app.switch_by(1);
+        reconnect(
+            &mut app,
+            &[
+                &format!("JOIN #general {T} alice"),
+                &format!("JOIN #dev {T} alice"),
+            ],
+        );
+        feed(&mut app, &["END history", "END history"]);
+        // Older than what was seen before the loss: not news.
+        feed(&mut app, &[&format!("HIST #general 0 {T} bob ancient")]);
+        assert_eq!(conversation(&app, "#general").unread, 0);
     }
 
     #[test]
@@ -916,7 +1090,16 @@ mod tests {
         assert_eq!(app.current().unwrap().title, "#dev");
         assert_eq!(
             app.submit("/who", 0),
-            vec![Action::Send("/who".into())],
+            vec![Action::Send("/who #dev".into())],
+            "the room on screen, not the server's current room"
+        );
+        assert_eq!(
+            app.submit("/history 5", 0),
+            vec![Action::Send("/history #dev 5".into())]
+        );
+        assert_eq!(
+            app.submit("/rooms", 0),
+            vec![Action::Send("/rooms".into())],
             "other commands go to the server as typed"
         );
         assert_eq!(app.submit("   ", 0), vec![]);

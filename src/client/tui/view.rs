@@ -9,7 +9,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
-use unicode_width::UnicodeWidthChar;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::state::{App, Conversation, ConversationKey, Entry, EntryKind, Link};
 
@@ -309,42 +310,47 @@ fn entry_rows<Tz: TimeZone>(entry: &Entry, width: usize, zone: &Tz) -> Vec<Line<
     wrap(&spans, width, indent)
 }
 
-/// Greedy word wrap by terminal cells. Rows after the first start with `indent` spaces;
-/// words longer than a row are cut; spaces at a wrap point are dropped.
+/// Greedy word wrap by terminal cells, a grapheme at a time (as the terminal draws them: an
+/// emoji with a variation selector or a joined family is one picture). Rows after the first
+/// start with `indent` spaces; words longer than a row are cut; spaces at a wrap point are
+/// dropped.
 pub fn wrap(spans: &[Span<'_>], width: usize, indent: usize) -> Vec<Line<'static>> {
     let width = width.max(1);
     let indent = indent.min(width - 1);
-    let cells: Vec<(char, Style)> = spans
+    let cells: Vec<(&str, Style)> = spans
         .iter()
-        .flat_map(|span| span.content.chars().map(move |c| (c, span.style)))
+        .flat_map(|span| {
+            span.content
+                .graphemes(true)
+                .map(move |grapheme| (grapheme, span.style))
+        })
         .collect();
-    let cell_width = |c: char| c.width().unwrap_or(0);
 
-    let mut rows: Vec<Vec<(char, Style)>> = vec![Vec::new()];
+    let mut rows: Vec<Vec<(&str, Style)>> = vec![Vec::new()];
     let mut used = 0;
     let mut at = 0;
     while at < cells.len() {
         // The next token: one space, or a run of non-spaces.
-        let end = if cells[at].0 == ' ' {
+        let end = if cells[at].0 == " " {
             at + 1
         } else {
             cells[at..]
                 .iter()
-                .position(|(c, _)| *c == ' ')
+                .position(|(g, _)| *g == " ")
                 .map_or(cells.len(), |n| at + n)
         };
         let token = &cells[at..end];
-        let token_width: usize = token.iter().map(|(c, _)| cell_width(*c)).sum();
+        let token_width: usize = token.iter().map(|(g, _)| g.width()).sum();
         let row_start = if rows.len() == 1 { 0 } else { indent };
         if used + token_width <= width {
-            if !(token[0].0 == ' ' && used == row_start && rows.len() > 1) {
+            if !(token[0].0 == " " && used == row_start && rows.len() > 1) {
                 rows.last_mut().expect("one row").extend_from_slice(token);
                 used += token_width;
             }
             at = end;
             continue;
         }
-        if token[0].0 == ' ' {
+        if token[0].0 == " " {
             // A space at the wrap point: the next row starts with the next word.
             new_row(&mut rows, &mut used, indent);
             at = end;
@@ -355,13 +361,13 @@ pub fn wrap(spans: &[Span<'_>], width: usize, indent: usize) -> Vec<Line<'static
             continue;
         }
         // A word longer than a row: as much as fits, then the rest on the next rows.
-        for &(c, style) in token {
-            let w = cell_width(c);
+        for &(grapheme, style) in token {
+            let w = grapheme.width();
             let row_start = if rows.len() == 1 { 0 } else { indent };
             if used + w > width && used > row_start {
                 new_row(&mut rows, &mut used, indent);
             }
-            rows.last_mut().expect("one row").push((c, style));
+            rows.last_mut().expect("one row").push((grapheme, style));
             used += w;
         }
         at = end;
@@ -369,22 +375,22 @@ pub fn wrap(spans: &[Span<'_>], width: usize, indent: usize) -> Vec<Line<'static
     rows.into_iter().map(row_line).collect()
 }
 
-fn new_row(rows: &mut Vec<Vec<(char, Style)>>, used: &mut usize, indent: usize) {
-    rows.push(vec![(' ', Style::new()); indent]);
+fn new_row(rows: &mut Vec<Vec<(&str, Style)>>, used: &mut usize, indent: usize) {
+    rows.push(vec![(" ", Style::new()); indent]);
     *used = indent;
 }
 
-/// Joins a row's cells into spans of equal style.
-fn row_line(cells: Vec<(char, Style)>) -> Line<'static> {
+/// Joins a row's graphemes into spans of equal style.
+fn row_line(cells: Vec<(&str, Style)>) -> Line<'static> {
     let mut spans: Vec<Span<'static>> = Vec::new();
     let mut text = String::new();
     let mut style = None;
-    for (c, cell_style) in cells {
+    for (grapheme, cell_style) in cells {
         if style.is_some_and(|s| s != cell_style) {
             spans.push(Span::styled(std::mem::take(&mut text), style.expect("set")));
         }
         style = Some(cell_style);
-        text.push(c);
+        text.push_str(grapheme);
     }
     if let Some(style) = style {
         spans.push(Span::styled(text, style));
@@ -576,6 +582,16 @@ mod tests {
     }
 
     #[test]
+    fn emoji_sequences_are_one_picture_wide() {
+        // A heart with a variation selector is drawn two cells wide; a family joined with
+        // zero-width joiners is one two-cell picture, not four.
+        let spans = [Span::raw("ab❤️ 👨‍👩‍👧 cd")];
+        let lines = wrap(&spans, 5, 0);
+        let texts: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        assert_eq!(texts, ["ab❤️ ", "👨‍👩‍👧 cd"]);
+    }
+
+    #[test]
     fn long_words_are_cut_and_continuation_rows_indented() {
         let spans = [Span::raw("12:00 "), Span::raw("abcdefghijklmnop end")];
         let texts: Vec<String> = wrap(&spans, 10, 6).iter().map(|l| l.to_string()).collect();
@@ -595,6 +611,8 @@ mod tests {
     fn colors_are_stable_per_nickname_and_own_messages_look_different() {
         assert_eq!(nick_color("Bob"), nick_color("bob"));
         let mut app = app();
+        let plain = format!("MSG #general 7 {T} bob plain words");
+        app.apply(ServerLine::parse(&plain).unwrap(), NOW);
         let mut terminal = Terminal::new(TestBackend::new(80, 12)).unwrap();
         terminal
             .draw(|frame| draw(frame, &mut app, &chrono::Utc))
@@ -605,11 +623,17 @@ mod tests {
             buffer[(x, y)].style()
         };
         // Text starts after the sidebar (20), the pane's margin (1), "HH:MM " and the nick.
-        let bob_text = cell("hello alice", 21 + 6 + 6);
+        let bob_nick = cell("plain words", 21 + 6 + 1);
+        let bob_text = cell("plain words", 21 + 6 + 6);
+        let own_nick = cell("fine, thanks", 21 + 6 + 1);
         let own_text = cell("fine, thanks", 21 + 6 + 8);
-        assert_ne!(bob_text.fg, own_text.fg);
+        assert_eq!(bob_nick.fg, Some(nick_color("bob")));
+        assert_ne!(bob_text, own_text, "own messages look different");
+        assert!(own_nick.add_modifier.contains(Modifier::BOLD));
+        assert!(!bob_nick.add_modifier.contains(Modifier::BOLD));
         let history = cell("yesterday", 21 + 6 + 8);
         assert!(history.add_modifier.contains(Modifier::DIM));
+        assert!(!bob_text.add_modifier.contains(Modifier::DIM));
         let mention_row = cell("hello alice", 21 + 6 + 6);
         assert_eq!(mention_row.fg, Some(Color::Yellow), "a mention stands out");
     }
