@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tlschat::client::trust::{self, Trust};
 use tlschat::client::tui::{self, LoginError};
 use tlschat::client::{config, render_line, LineReader, LineWriter};
-use tlschat::protocol::{ByeReason, ServerLine};
+use tlschat::protocol::{has_forbidden_control, ByeReason, ServerLine};
 
 /// Server used when neither a flag, the environment nor the config file names one.
 const DEFAULT_SERVER: &str = "localhost:7777";
@@ -185,11 +185,29 @@ fn show(args: &Args, raw: &str, parsed: Option<&ServerLine>) {
         println!("{raw}");
     } else if let Some(parsed) = parsed {
         if let Some(text) = render_line(parsed) {
-            println!("{text}");
+            println!("{}", without_controls(&text));
         }
     } else {
-        println!("{raw}");
+        println!("{}", without_controls(raw));
     }
+}
+
+/// The server refuses control characters in what users send; should a server send one
+/// anyway, it is shown as U+FFFD rather than obeyed by the terminal (`--raw` is verbatim).
+fn without_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !has_forbidden_control(text) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if has_forbidden_control(c.encode_utf8(&mut [0; 4])) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn exit_code_for(reason: &ByeReason) -> ExitCode {
@@ -328,5 +346,19 @@ async fn chat(
             },
             () = quit_deadline => return Ok(ExitCode::SUCCESS),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_from_a_server_are_shown_not_obeyed() {
+        assert_eq!(without_controls("plain ünïcode\ttab"), "plain ünïcode\ttab");
+        assert_eq!(
+            without_controls("a\u{1b}[2Jb\u{7}c\u{9b}d"),
+            "a\u{fffd}[2Jb\u{fffd}c\u{fffd}d"
+        );
     }
 }
