@@ -248,7 +248,10 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
         tmux.keys(nick, &["M-1"]);
         let screen = tmux
             .wait_for(nick, "what was said in #general meanwhile", |s| {
-                s.contains("said while you were away") && s.contains("#general>")
+                // The oldest only the catch-up brings, the newest the login replay.
+                s.contains("away-01")
+                    && s.contains("said while you were away")
+                    && s.contains("#general>")
             })
             .await;
         let away: Vec<String> = (1..=AWAY_MESSAGES)

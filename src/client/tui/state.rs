@@ -618,9 +618,12 @@ impl App {
             .filter(|c| c.key_is_room())
             .map(|c| (c.title.clone(), c.news_after.unwrap_or(c.last_id)))
             .collect();
+        let waiting = std::mem::take(&mut self.automatic);
         for (room, after) in rooms {
             self.ask_history_after(&room, after);
         }
+        // Missed messages matter more than the online lists: they go first.
+        self.automatic.extend(waiting);
     }
 
     fn ask_history_after(&mut self, room: &str, after: i64) {
