@@ -16,118 +16,25 @@ use tlschat::net::{certs, tls};
 use tlschat::store::{Durability, Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
+mod settings;
+
+use settings::{DurabilityArg, Settings, SettingsArgs};
+
 /// A TLS chat server with password-checked nicknames.
 #[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Address and port to listen on (TLS only; there is no plaintext listener).
-    #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:7777")]
-    listen: String,
-    /// SQLite database file; created with its tables on first start.
-    #[arg(long, env = "CHAT_DB", default_value = "chat.db")]
-    db: PathBuf,
-    /// Certificate chain (PEM). Default: certs/server.pem, generated if missing.
-    #[arg(long, env = "CHAT_CERT", requires = "key")]
-    cert: Option<PathBuf>,
-    /// Private key (PEM) of the certificate. Default: certs/server-key.pem.
-    #[arg(long, env = "CHAT_KEY", requires = "cert")]
-    key: Option<PathBuf>,
-    /// Folder of the development CA and server certificate.
-    #[arg(long, env = "CHAT_CERTS_DIR", default_value = "certs")]
-    certs_dir: PathBuf,
-    /// Extra name for a generated development certificate (repeatable; comma-separated in
-    /// the environment variable).
-    #[arg(long = "hostname", env = "CHAT_HOSTNAME", value_delimiter = ',')]
-    hostnames: Vec<String>,
-    /// Seconds a connection has to log in.
-    #[arg(long, env = "CHAT_LOGIN_TIMEOUT", default_value_t = 30)]
-    login_timeout: u64,
-    /// Longest accepted line, in bytes.
-    #[arg(long, env = "CHAT_MAX_LINE", default_value_t = tlschat::protocol::DEFAULT_MAX_LINE)]
-    max_line: usize,
-    /// Seconds sessions get to receive their last lines on shutdown.
-    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value_t = 10)]
-    shutdown_grace: u64,
-    /// Concurrent connections; more are closed before their TLS handshake.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
-    /// Concurrent connections from one address (IPv4 address, IPv6 /64).
-    #[arg(long, env = "CHAT_MAX_PER_ADDRESS", default_value_t = 64)]
-    max_per_address: u32,
-    /// New connections one address may open at once.
-    #[arg(long, env = "CHAT_NEW_PER_ADDRESS_BURST", default_value_t = 32)]
-    new_per_address_burst: u32,
-    /// New connections per second one address may open after that.
-    #[arg(long, env = "CHAT_NEW_PER_ADDRESS_RATE", default_value_t = 2.0)]
-    new_per_address_rate: f64,
-    /// Outgoing lines queued for one connection before it is dropped as too slow.
-    #[arg(long, env = "CHAT_QUEUE_LINES", default_value_t = 1024)]
-    queue_lines: usize,
-    /// Outgoing bytes queued for one connection before it is dropped as too slow.
-    #[arg(long, env = "CHAT_QUEUE_BYTES", default_value_t = 256 * 1024)]
-    queue_bytes: usize,
-    /// Seconds a write to a peer that stopped reading may take before its session ends.
-    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 30)]
-    write_timeout: u64,
-    /// Flood control: lines a connection may send at once.
-    #[arg(long, env = "CHAT_FLOOD_BURST", default_value_t = 10)]
-    flood_burst: u32,
-    /// Flood control: lines per second after the burst.
-    #[arg(long, env = "CHAT_FLOOD_RATE", default_value_t = 5.0)]
-    flood_rate: f64,
-    /// Flood control: refused lines tolerated before `BYE flooding`.
-    #[arg(long, env = "CHAT_FLOOD_TOLERATED", default_value_t = 20)]
-    flood_tolerated: u32,
-    /// Seconds a TLS handshake may take.
-    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
-    handshake_timeout: u64,
-    /// TLS handshakes computed at once (default: 8 per CPU the server may use).
-    #[arg(long, env = "CHAT_MAX_HANDSHAKES")]
-    max_handshakes: Option<usize>,
-    /// Seconds of silence before TCP keepalive probes start.
-    #[arg(long, env = "CHAT_KEEPALIVE_IDLE", default_value_t = 60)]
-    keepalive_idle: u64,
-    /// Seconds sent data may stay unacknowledged before a peer counts as gone.
-    #[arg(long, env = "CHAT_DEAD_PEER_TIMEOUT", default_value_t = 90)]
-    dead_peer_timeout: u64,
-    /// Password hashes computed at once (default: the CPUs the server may use).
-    #[arg(long, env = "CHAT_HASH_CONCURRENCY")]
-    hash_concurrency: Option<usize>,
-    /// Seconds a login waits for a hashing slot before `ERR server-busy`.
-    #[arg(long, env = "CHAT_HASH_WAIT", default_value_t = 2.0)]
-    hash_wait: f64,
-    /// Login throttling: milliseconds of delay after one failure (doubling per failure).
-    #[arg(long, env = "CHAT_LOGIN_FAILURE_DELAY_MS", default_value_t = 250)]
-    login_failure_delay_ms: u64,
-    /// Login throttling: failures from one address before it is refused for a while.
-    #[arg(long, env = "CHAT_LOGIN_REFUSE_AFTER", default_value_t = 10)]
-    login_refuse_after: u32,
-    /// Login throttling: the longest delay (and refusal) an address's failures cause, seconds.
-    #[arg(long, env = "CHAT_LOGIN_MAX_ADDRESS_DELAY", default_value_t = 60)]
-    login_max_address_delay: u64,
-    /// Login throttling: the longest delay a nickname's failures cause, seconds.
-    #[arg(long, env = "CHAT_LOGIN_MAX_ACCOUNT_DELAY", default_value_t = 8)]
-    login_max_account_delay: u64,
-    /// Login throttling: seconds after which a failure no longer counts.
-    #[arg(long, env = "CHAT_LOGIN_FORGET_AFTER", default_value_t = 900)]
-    login_forget_after: u64,
-    /// Stored messages replayed per room on login and `/join`.
-    #[arg(long, env = "CHAT_REPLAY_PER_ROOM", default_value_t = tlschat::protocol::REPLAY_PER_ROOM)]
-    replay_per_room: u32,
-    /// What a stored message survives: `power-loss` waits for the disk on every commit;
-    /// `process-crash` survives the server being killed but not the machine losing power,
-    /// and commits in microseconds instead of milliseconds.
-    #[arg(long, env = "CHAT_DURABILITY", value_enum, default_value_t = DurabilityArg::PowerLoss)]
-    durability: DurabilityArg,
-    /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
-    #[arg(long, env = "CHAT_LOG", default_value = "info")]
-    log: String,
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum DurabilityArg {
-    ProcessCrash,
-    PowerLoss,
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check the settings (flags, environment, config file, defaults) and print those in
+    /// effect, as a config file; exits 1 if they would not start a server.
+    CheckConfig(SettingsArgs),
 }
 
 impl From<DurabilityArg> for Durability {
@@ -141,20 +48,30 @@ impl From<DurabilityArg> for Durability {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    let filter = match EnvFilter::try_new(&args.log) {
-        Ok(filter) => filter,
+    let cli = Cli::parse();
+    let (checking, args) = match cli.command {
+        Some(Command::CheckConfig(args)) => (true, args),
+        None => (false, cli.settings),
+    };
+    let settings = match Settings::resolve(args).and_then(|s| check(&s).map(|()| s)) {
+        Ok(settings) => settings,
         Err(error) => {
-            eprintln!("chat-server: bad --log filter {:?}: {error}", args.log);
+            eprintln!("chat-server: {error:#}");
             return ExitCode::FAILURE;
         }
     };
+    if checking {
+        println!("# The settings in effect (flags > environment > config file > defaults).");
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_new(&settings.log).expect("checked above");
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match serve(args).await {
+    match serve(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("chat-server: {error:#}");
@@ -163,11 +80,22 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let config = config_from(&args);
-    config
+/// What can be known wrong before starting: values out of range, a bad log filter, and a
+/// configured certificate that does not load.
+fn check(settings: &Settings) -> anyhow::Result<()> {
+    config_from(settings)
         .validate()
         .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
+    EnvFilter::try_new(&settings.log)
+        .map_err(|error| anyhow::anyhow!("bad log filter {:?}: {error}", settings.log))?;
+    if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
+        tls::server_config(cert, key)?;
+    }
+    Ok(())
+}
+
+async fn serve(args: Settings) -> anyhow::Result<()> {
+    let config = config_from(&args);
     let (cert, key) = certificate_paths(&args)?;
     let tls_config = tls::server_config(&cert, &key)?;
     raise_descriptor_limit(config.max_connections);
@@ -222,8 +150,7 @@ fn raise_descriptor_limit(max_connections: usize) {
     }
 }
 
-fn config_from(args: &Args) -> Config {
-    let defaults = Config::default();
+fn config_from(args: &Settings) -> Config {
     Config {
         login_timeout: Duration::from_secs(args.login_timeout),
         max_line: args.max_line,
@@ -241,8 +168,8 @@ fn config_from(args: &Args) -> Config {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         keepalive_idle: Duration::from_secs(args.keepalive_idle),
         dead_peer_timeout: Duration::from_secs(args.dead_peer_timeout),
-        hash_concurrency: args.hash_concurrency.unwrap_or(defaults.hash_concurrency),
-        max_handshakes: args.max_handshakes.unwrap_or(defaults.max_handshakes),
+        hash_concurrency: args.hash_concurrency,
+        max_handshakes: args.max_handshakes,
         hash_wait: Duration::try_from_secs_f64(args.hash_wait).unwrap_or(Duration::ZERO),
         login_failure_delay: Duration::from_millis(args.login_failure_delay_ms),
         login_refuse_after: args.login_refuse_after,
@@ -255,16 +182,16 @@ fn config_from(args: &Args) -> Config {
 
 /// The flags' certificate, else the one in the certificate folder, else a new development
 /// certificate signed by the folder's development CA.
-fn certificate_paths(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn certificate_paths(args: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         return Ok((cert.clone(), key.clone()));
     }
     let paths = certs::CertPaths::in_dir(&args.certs_dir);
     match (paths.server_cert.exists(), paths.server_key.exists()) {
         (true, true) => {
-            if !args.hostnames.is_empty() {
+            if !args.hostname.is_empty() {
                 tracing::warn!(
-                    "--hostname only applies when a certificate is generated; {} exists. \
+                    "hostname only applies when a certificate is generated; {} exists. \
                      Run `chat-admin gen-cert --hostname NAME` to make a new one",
                     paths.server_cert.display()
                 );
@@ -278,7 +205,7 @@ fn certificate_paths(args: &Args) -> anyhow::Result<(PathBuf, PathBuf)> {
         ),
         (false, false) => {}
     }
-    let generated = certs::generate(&args.certs_dir, &args.hostnames)?;
+    let generated = certs::generate(&args.certs_dir, &args.hostname)?;
     log_generated(&generated);
     Ok((generated.paths.server_cert, generated.paths.server_key))
 }
