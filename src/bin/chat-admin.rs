@@ -63,6 +63,15 @@ enum Command {
     },
     /// List accounts.
     List,
+    /// Write a consistent copy of the database to FILE, also while the server runs.
+    ///
+    /// The copy is a complete SQLite database (mode 0600: it holds password hashes). To
+    /// restore, stop the server and copy it over the database file (removing any
+    /// `-wal` and `-shm` files beside it).
+    Backup {
+        /// The new file; an existing one is never overwritten.
+        file: PathBuf,
+    },
     /// Generate a development server certificate (and the development CA if missing).
     GenCert {
         /// Folder for ca.pem, ca-key.pem, server.pem and server-key.pem.
@@ -153,6 +162,11 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
                     account.rooms
                 );
             }
+        }
+        Command::Backup { file } => {
+            store.backup_to(&file).await?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            println!("Backed up to {} ({size} bytes).", file.display());
         }
         Command::GenCert { .. } | Command::Import { .. } => {
             unreachable!("handled before opening the database")

@@ -34,6 +34,11 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the backup {}: {source}", .path.display())]
+    Backup {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What an acknowledged message survives. Either way a message is committed before anyone
@@ -126,6 +131,33 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a consistent copy of the whole database to `target` while the server keeps
+    /// running (`VACUUM INTO` reads one snapshot; writers are not blocked). The file is
+    /// created new with mode 0600: it holds password hashes. Restoring is copying it back
+    /// over the database while the server is stopped.
+    pub async fn backup_to(&self, target: &Path) -> Result<(), StoreError> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // SQLite writes into an existing file only if it is empty; creating it here, new,
+        // sets its mode and refuses to overwrite an earlier backup.
+        options.open(target).map_err(|source| StoreError::Backup {
+            path: target.to_owned(),
+            source,
+        })?;
+        let path = target.to_string_lossy().into_owned();
+        let result = sqlx::query("VACUUM INTO ?")
+            .bind(path)
+            .execute(&self.reader)
+            .await;
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(target);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
     pub async fn sqlite_version(&self) -> Result<String, StoreError> {
         Ok(sqlx::query_scalar("SELECT sqlite_version()")
             .fetch_one(&self.reader)
@@ -180,7 +212,7 @@ impl Store {
 
 fn worth_retrying(error: &StoreError) -> bool {
     match error {
-        StoreError::DuplicateNick(_) | StoreError::Migrate(_) => false,
+        StoreError::DuplicateNick(_) | StoreError::Migrate(_) | StoreError::Backup { .. } => false,
         StoreError::Sqlx(sqlx::Error::Database(db)) => {
             // SQLITE_BUSY (5) and SQLITE_LOCKED (6) already waited the busy timeout.
             let primary_code = db
