@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 use unicode_segmentation::UnicodeSegmentation;
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+use unicode_width::UnicodeWidthStr;
 
 use super::state::{App, Conversation, ConversationKey, Entry, EntryKind, Link};
 
@@ -406,26 +406,29 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
         },
         None => "> ".to_owned(),
     };
-    let prompt_width: usize = prompt.chars().map(|c| c.width().unwrap_or(0)).sum();
+    let prompt_width = prompt.width();
     let room = usize::from(area.width)
         .saturating_sub(prompt_width + 1)
         .max(1);
-    // Keep the cursor in view: drop whole characters from the left as needed.
-    let text: Vec<char> = app.input.text().chars().collect();
+    // Keep the cursor in view: drop whole pictures (graphemes) from the left as needed,
+    // measured as the cursor is, so the two always agree.
+    let text = app.input.text();
     let cursor = app.input.cursor_column();
     let mut skipped = 0;
     let mut first = 0;
-    while cursor - skipped >= room && first < text.len() {
-        skipped += text[first].width().unwrap_or(0);
-        first += 1;
+    for grapheme in text.graphemes(true) {
+        if cursor.saturating_sub(skipped) < room {
+            break;
+        }
+        skipped += grapheme.width();
+        first += grapheme.len();
     }
-    let visible: String = text[first..].iter().collect();
     let line = Line::from(vec![
         Span::styled(prompt, Style::new().fg(Color::Cyan)),
-        Span::raw(visible),
+        Span::raw(&text[first..]),
     ]);
     frame.render_widget(Paragraph::new(line), area);
-    let column = area.x + (prompt_width + cursor - skipped) as u16;
+    let column = area.x + (prompt_width + cursor.saturating_sub(skipped)) as u16;
     frame.set_cursor_position(Position::new(
         column.min(area.right().saturating_sub(1)),
         area.y,
@@ -579,6 +582,29 @@ mod tests {
         for line in &lines {
             assert!(line.width() <= 6, "{line}");
         }
+    }
+
+    #[test]
+    fn a_long_input_of_emoji_sequences_keeps_the_cursor_on_screen() {
+        let mut app = app();
+        app.input.delete_to_start();
+        app.input.insert_str(&"👨‍👩‍👧 ".repeat(20));
+        let mut terminal = Terminal::new(TestBackend::new(30, 6)).unwrap();
+        terminal
+            .draw(|frame| draw(frame, &mut app, &chrono::Utc))
+            .unwrap();
+        let cursor = terminal.get_cursor_position().unwrap();
+        let buffer = terminal.backend().buffer();
+        let screen = rows(buffer);
+        let shown = screen[5].strip_prefix("#general> ").unwrap();
+        // Whole pictures from the left edge on, and the cursor right after the last one
+        // and its space.
+        assert!(shown.starts_with("👨‍👩‍👧"), "{shown:?}");
+        let last_picture = (0..30u16)
+            .rev()
+            .find(|&x| buffer[(x, 5)].symbol().starts_with('👨'))
+            .unwrap();
+        assert_eq!(cursor.x, last_picture + 3, "{shown:?}");
     }
 
     #[test]
