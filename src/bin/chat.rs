@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tlschat::client::trust::{self, Trust};
 use tlschat::client::tui::{self, LoginError};
 use tlschat::client::{config, render_line, LineReader, LineWriter};
-use tlschat::protocol::{has_forbidden_control, ByeReason, ServerLine};
+use tlschat::protocol::{has_forbidden_control, is_forbidden_control, ByeReason, ServerLine};
 
 /// Server used when neither a flag, the environment nor the config file names one.
 const DEFAULT_SERVER: &str = "localhost:7777";
@@ -70,14 +70,7 @@ impl Settings {
             .clone()
             .or(file.server)
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        let trust = match args.ca.clone().or(file.ca) {
-            Some(ca) => Trust::Ca(ca),
-            None => Trust::SystemOrPinned {
-                known_hosts: config::known_hosts_path().context(
-                    "no config folder for known_hosts (is HOME set?); pass --ca to trust a CA",
-                )?,
-            },
-        };
+        let trust = Trust::for_user(args.ca.clone().or(file.ca))?;
         Ok(Self {
             server,
             nick: args.nick.clone().or(file.nick),
@@ -200,7 +193,7 @@ fn without_controls(text: &str) -> std::borrow::Cow<'_, str> {
     }
     text.chars()
         .map(|c| {
-            if has_forbidden_control(c.encode_utf8(&mut [0; 4])) {
+            if is_forbidden_control(c) {
                 '\u{fffd}'
             } else {
                 c

@@ -11,7 +11,7 @@ mod time;
 pub use command::{parse_command, Command, CommandError, HistoryQuery};
 pub use names::{NameError, Nick, RoomName, DEFAULT_ROOM};
 pub use server_line::{ByeReason, ErrorCode, LeaveReason, ServerLine, StoredMessage};
-pub use text::{has_forbidden_control, is_blank};
+pub use text::{has_forbidden_control, is_blank, is_forbidden_control};
 pub use time::{format_timestamp, now_millis};
 
 /// Default maximum length of one line, in bytes, not counting the line ending.

@@ -1,8 +1,11 @@
-/// True when the text holds a character that must never reach another user's terminal:
-/// C0 controls except TAB, DEL, and the C1 controls. CR inside a line is one of them.
+/// True when the text holds a character that must never reach another user's terminal.
 pub fn has_forbidden_control(text: &str) -> bool {
-    text.chars()
-        .any(|c| (c.is_control() && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c))
+    text.chars().any(is_forbidden_control)
+}
+
+/// C0 controls except TAB, DEL, and the C1 controls. CR inside a line is one of them.
+pub fn is_forbidden_control(c: char) -> bool {
+    (c.is_control() && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)
 }
 
 /// Lines that are empty after trimming trailing whitespace are ignored by the server.
