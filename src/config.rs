@@ -55,6 +55,8 @@ pub struct Config {
     pub login_forget_after: Duration,
     /// Stored messages replayed per room on login and `/join`.
     pub replay_per_room: u32,
+    /// Messages older than this many days are deleted in the background; 0 keeps them all.
+    pub history_days: u32,
     /// On shutdown, how long sessions get to receive their last lines.
     pub shutdown_grace: Duration,
     /// Lines a connection may send at once before flood control refuses them.
@@ -149,6 +151,7 @@ impl Default for Config {
             login_refuse_after: 10,
             login_forget_after: Duration::from_secs(15 * 60),
             replay_per_room: REPLAY_PER_ROOM,
+            history_days: 0,
             shutdown_grace: Duration::from_secs(10),
             flood_burst: 10,
             flood_per_second: 5.0,

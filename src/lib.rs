@@ -11,6 +11,7 @@
 //! - [`store`]: SQLite through sqlx — accounts, rooms, memberships, messages.
 //! - [`auth`]: argon2id hashing off the async runtime, bounded.
 //! - [`import`]: the account list `chat-admin import` reads, checked line by line.
+//! - [`invite`]: one-time invite and reset codes.
 //! - [`client`]: connecting and speaking the protocol, used by `chat` and the tests.
 //! - [`config`]: limits and timeouts.
 //!
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod import;
+pub mod invite;
 pub mod net;
 pub mod protocol;
 pub mod server;

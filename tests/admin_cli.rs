@@ -7,52 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::admin::{admin, admin_async, assert_failure, assert_success, login_fails};
 use common::{run_bounded, Run, ServerProcess, TestClient, TestServer, WAIT};
 use tlschat::net::{certs::CertPaths, tls};
-
-fn admin_command(db: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-admin"));
-    command
-        .env_remove("CHAT_DB")
-        .env_remove("CHAT_CERTS_DIR")
-        .arg("--db")
-        .arg(db)
-        .args(args);
-    if let Some(dir) = db.parent() {
-        command.current_dir(dir);
-    }
-    command
-}
-
-/// `chat-admin --db DB ARGS...`, the password (if any) on standard input.
-fn admin(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    run_bounded(admin_command(db, args), stdin)
-}
-
-/// The same, off the async runtime (an in-process server must keep running meanwhile).
-async fn admin_async(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    let db = db.to_owned();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        admin(&db, &args, stdin.as_deref())
-    })
-    .await
-    .expect("chat-admin runner")
-}
-
-fn assert_success(run: &Run) {
-    assert!(run.status.success(), "expected success:\n{run:?}");
-}
-
-fn assert_failure(run: &Run) {
-    assert!(!run.status.success(), "expected a failure:\n{run:?}");
-    assert!(
-        !run.stderr.trim().is_empty(),
-        "a failure must say why on stderr:\n{run:?}"
-    );
-}
 
 /// The nicknames `chat-admin list` shows, in order.
 fn listed_nicks(db: &Path) -> Vec<String> {
@@ -417,17 +374,6 @@ async fn login_and_quit(server: &TestServer, nick: &str, password: &str) {
     let mut client = server.login(nick, password).await;
     client.send("/quit").await;
     client.skip_until("BYE quit").await;
-}
-
-/// One failed login attempt with exactly the contract's answer.
-async fn login_fails(server: &TestServer, nick: &str, password: &str) {
-    let mut client = server.connect().await;
-    client.answer_prompts(nick, password).await;
-    assert_eq!(
-        client.next().await,
-        "ERR auth-failed Invalid nickname or password"
-    );
-    client.expect("NICK").await;
 }
 
 #[tokio::test]

@@ -214,12 +214,12 @@ async fn help_lists_commands_as_info_lines() {
     let first = alice.expect("INFO ").await;
     assert!(first.contains("Commands"));
     let mut all = vec![first];
-    for _ in 0..11 {
+    for _ in 0..12 {
         all.push(alice.expect("INFO ").await);
     }
     let text = all.join("\n");
     for command in [
-        "/join", "/part", "/say", "/msg", "/rooms", "/who", "/history", "/passwd", "/quit",
+        "/join", "/part", "/say", "/msg", "/rooms", "/who", "/history", "/passwd", "/kick", "/quit",
     ] {
         assert!(text.contains(command), "{command} missing from help");
     }

@@ -1,5 +1,6 @@
 //! `chat-admin`: accounts and certificates. Works while the server runs (SQLite's busy
-//! timeout covers the overlap); changes apply to the next login.
+//! timeout covers the overlap). Locks, deletions and password changes reach the running
+//! server's live sessions through the database within a second or two.
 
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal};
@@ -12,9 +13,10 @@ use clap::{Parser, Subcommand};
 
 use tlschat::auth::{hash_many_blocking, hash_password_blocking, password_problem};
 use tlschat::import::{read_accounts, AccountList, NewAccount};
+use tlschat::invite;
 use tlschat::net::certs;
-use tlschat::protocol::{format_timestamp, Nick};
-use tlschat::store::Store;
+use tlschat::protocol::{format_timestamp, now_millis, Nick};
+use tlschat::store::{Role, Store, HEARTBEAT_EVERY};
 
 /// Manage tlschat accounts and certificates.
 ///
@@ -52,17 +54,47 @@ enum Command {
         #[arg(long)]
         skip_existing: bool,
     },
-    /// Delete an account and its memberships (its messages stay in the history).
+    /// Create an account if needed and print a one-time code to log in with.
+    ///
+    /// The new teammate logs in with their nickname and the code as the password, and is
+    /// then asked for a password of their own (the NEWPASS step), which nobody else learns.
+    /// The code works once, for this nickname only. A new invite replaces an unused one.
+    Invite {
+        nick: String,
+        #[command(flatten)]
+        validity: Validity,
+    },
+    /// Delete an account and its memberships (its messages stay in the history); its live
+    /// sessions end.
     Deluser { nick: String },
-    /// Set a new password for an account.
+    /// Set a new password for an account, or with --invite issue a reset code. Sessions
+    /// logged in with the old password end (for a code: once it is used).
     Passwd {
         nick: String,
         /// Read the password from the first line of standard input instead of asking.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "invite")]
         password_stdin: bool,
+        /// Print a one-time reset code instead; the user chooses the new password. The old
+        /// password keeps working until the code is used.
+        #[arg(long)]
+        invite: bool,
+        #[command(flatten)]
+        validity: Validity,
     },
+    /// Make an account an admin (may /kick) or a member.
+    Role {
+        nick: String,
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+    /// Disable an account: its live sessions end and it cannot log in until unlocked.
+    Lock { nick: String },
+    /// Enable a locked account again.
+    Unlock { nick: String },
     /// List accounts.
     List,
+    /// Who is online on the running server, and every room with its member and online counts.
+    Status,
     /// Write a consistent copy of the database to FILE, also while the server runs.
     ///
     /// The copy is a complete SQLite database (mode 0600: it holds password hashes). To
@@ -81,6 +113,18 @@ enum Command {
         #[arg(long = "hostname")]
         hostnames: Vec<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct Validity {
+    /// Hours the code stays valid.
+    #[arg(long, env = "CHAT_INVITE_HOURS", default_value_t = invite::DEFAULT_VALID_HOURS,
+          value_parser = clap::value_parser!(u32).range(1..=24 * 365))]
+    valid_hours: u32,
+}
+
+fn parse_role(word: &str) -> Result<Role, String> {
+    word.parse()
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -129,40 +173,63 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
             store.create_account(&nick, &hash).await?;
             println!("Added {nick}. They start in #general.");
         }
+        Command::Invite { nick, validity } => {
+            let nick = parse_nick(&nick)?;
+            issue_code(store, &nick, validity.valid_hours, true).await?;
+        }
         Command::Deluser { nick } => {
             if !store.delete_account(&nick).await? {
                 bail!("no user named {nick}");
             }
-            println!("Deleted {nick}.");
+            println!("Deleted {nick}. Their live sessions end within 2 seconds.");
+        }
+        Command::Passwd {
+            nick,
+            invite: true,
+            validity,
+            ..
+        } => {
+            let nick = parse_nick(&nick)?;
+            issue_code(store, &nick, validity.valid_hours, false).await?;
         }
         Command::Passwd {
             nick,
             password_stdin,
+            ..
         } => {
             let nick = parse_nick(&nick)?;
             let Some(account) = store.find_account(nick.as_str()).await? else {
                 bail!("no user named {nick}");
             };
             let hash = new_password_hash(&nick, password_stdin).await?;
-            if !store.set_password(&account.nick, &hash).await? {
+            if store.set_password(&account.nick, &hash).await?.is_none() {
                 bail!("no user named {nick}");
             }
-            println!("Password of {} changed.", account.nick);
+            println!(
+                "Password of {} changed. Their live sessions end within 2 seconds.",
+                account.nick
+            );
         }
-        Command::List => {
-            let accounts = store.list_accounts().await?;
-            if accounts.is_empty() {
-                println!("No accounts yet. Add one with: chat-admin adduser NICK");
+        Command::Role { nick, role } => {
+            if !store.set_role(&nick, role).await? {
+                bail!("no user named {nick}");
             }
-            for account in accounts {
-                println!(
-                    "{:<32}  created {}  in {} room(s)",
-                    account.nick,
-                    format_timestamp(account.created_at),
-                    account.rooms
-                );
-            }
+            println!("{nick} is now {role}.");
         }
+        Command::Lock { nick } => {
+            if !store.set_locked(&nick, true).await? {
+                bail!("no user named {nick}");
+            }
+            println!("Locked {nick}. Their live sessions end within 2 seconds; chat-admin unlock {nick} undoes it.");
+        }
+        Command::Unlock { nick } => {
+            if !store.set_locked(&nick, false).await? {
+                bail!("no user named {nick}");
+            }
+            println!("Unlocked {nick}.");
+        }
+        Command::List => list(store).await?,
+        Command::Status => status(store).await?,
         Command::Backup { file } => {
             store.backup_to(&file).await?;
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -171,6 +238,130 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
         Command::GenCert { .. } | Command::Import { .. } => {
             unreachable!("handled before opening the database")
         }
+    }
+    Ok(())
+}
+
+/// Gives `nick` a fresh code and prints it with what to do with it. `create` makes a missing
+/// account (an invite); without it a missing account is an error (a reset).
+async fn issue_code(
+    store: &Store,
+    nick: &Nick,
+    valid_hours: u32,
+    create: bool,
+) -> anyhow::Result<()> {
+    let code = invite::new_code().map_err(|_| anyhow!("the system's random generator failed"))?;
+    let code_hash = invite::code_hash(&code).expect("a fresh code is a code");
+    let expires_at = now_millis() + i64::from(valid_hours) * 3600 * 1000;
+    let Some(issued) = store
+        .issue_invite(nick, &code_hash, expires_at, create)
+        .await?
+    else {
+        bail!("no user named {nick}");
+    };
+    let what = match (create, issued.created) {
+        (true, true) => "New account",
+        (true, false) => "Invite for the existing account",
+        (false, _) => "Password reset for",
+    };
+    println!("{what} {}.", issued.nick);
+    println!("One-time code: {code}");
+    println!(
+        "It works once, for {} only, until {} ({valid_hours} h).",
+        issued.nick,
+        format_timestamp(expires_at)
+    );
+    println!(
+        "They log in as {} with the code as the password and then choose their own password.",
+        issued.nick
+    );
+    Ok(())
+}
+
+async fn list(store: &Store) -> anyhow::Result<()> {
+    let accounts = store.list_accounts().await?;
+    if accounts.is_empty() {
+        println!("No accounts yet. Add one with: chat-admin invite NICK");
+    }
+    let now = now_millis();
+    for account in accounts {
+        let mut notes = Vec::new();
+        if account.locked {
+            notes.push("locked".to_owned());
+        }
+        match account.invite_expires_at {
+            Some(expires) if expires > now => {
+                notes.push(format!("code valid until {}", format_timestamp(expires)));
+            }
+            Some(_) => notes.push("code expired".to_owned()),
+            None => {}
+        }
+        if !account.has_password {
+            notes.push("no password yet".to_owned());
+        }
+        println!(
+            "{:<32}  {:<6}  created {}  in {} room(s){}",
+            account.nick,
+            account.role,
+            format_timestamp(account.created_at),
+            account.rooms,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", notes.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn status(store: &Store) -> anyhow::Result<()> {
+    let (server, online, rooms) = store.read_status().await?;
+    let now = now_millis();
+    let stale_after = 3 * HEARTBEAT_EVERY.as_millis() as i64;
+    match &server {
+        Some(server) if now - server.heartbeat_at <= stale_after => {
+            println!(
+                "Server running: tlschat {}, pid {}, listening on {}, up since {}.",
+                server.version,
+                server.pid,
+                server.listen,
+                format_timestamp(server.started_at)
+            );
+        }
+        Some(server) => {
+            println!(
+                "The server is not running (pid {} last reported at {}; it did not stop cleanly).",
+                server.pid,
+                format_timestamp(server.heartbeat_at)
+            );
+        }
+        None => println!("The server is not running."),
+    }
+    let running = server.is_some_and(|s| now - s.heartbeat_at <= stale_after);
+    if running {
+        let connections: i64 = online.iter().map(|a| a.connections).sum();
+        println!(
+            "Online: {} account(s), {connections} connection(s).",
+            online.len()
+        );
+        for account in &online {
+            println!(
+                "  {:<32}  {} connection(s)  since {}",
+                account.nick,
+                account.connections,
+                format_timestamp(account.since)
+            );
+        }
+    }
+    println!("Rooms:");
+    for room in rooms {
+        let online = if running {
+            format!("  {} online", room.online)
+        } else {
+            String::new()
+        };
+        println!("  {:<33}  {} member(s){online}", room.name, room.members);
     }
     Ok(())
 }

@@ -72,6 +72,13 @@ pub fn bye_words(reason: &ByeReason) -> String {
         ByeReason::ServerShutdown => "the server is shutting down".into(),
         ByeReason::Flooding => "you sent too much, too fast".into(),
         ByeReason::ServerBusy => "the server could not set up your session; try again".into(),
+        ByeReason::Kicked(text) if text.is_empty() => "you were kicked".into(),
+        ByeReason::Kicked(text) => format!("you were kicked {text}"),
+        ByeReason::AccountLocked => "an admin locked your account".into(),
+        ByeReason::AccountDeleted => "an admin deleted your account".into(),
+        ByeReason::PasswordChanged => {
+            "your password was changed; log in again with the new one".into()
+        }
         ByeReason::Other(word) => word.clone(),
     }
 }

@@ -27,6 +27,11 @@ pub enum Command {
         old: String,
         new: String,
     },
+    /// Admins only: end every connection of `nick`.
+    Kick {
+        nick: Nick,
+        reason: String,
+    },
     Help,
     Quit,
 }
@@ -112,6 +117,17 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
             Command::Passwd {
                 old: old.to_owned(),
                 new: new.to_owned(),
+            }
+        }
+        "kick" => {
+            let (nick, reason) = split_word(rest);
+            if nick.is_empty() {
+                return Err(CommandError::usage("/kick nick [reason]"));
+            }
+            Command::Kick {
+                nick: Nick::parse(nick)
+                    .map_err(|e| CommandError::new(ErrorCode::BadName, e.to_string()))?,
+                reason: reason.trim().to_owned(),
             }
         }
         "help" => Command::Help,
@@ -319,6 +335,25 @@ mod tests {
         );
         assert_eq!(code("/passwd old"), ErrorCode::BadArgs);
         assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(
+            parse("/kick Bob  spamming the room "),
+            Command::Kick {
+                nick: Nick::parse("Bob").unwrap(),
+                reason: "spamming the room".into()
+            }
+        );
+        assert_eq!(
+            parse("/KICK bob"),
+            Command::Kick {
+                nick: Nick::parse("bob").unwrap(),
+                reason: String::new()
+            }
+        );
+        assert_eq!(parse_command("/kick").unwrap_err().code, ErrorCode::BadArgs);
+        assert_eq!(
+            parse_command("/kick b@d").unwrap_err().code,
+            ErrorCode::BadName
+        );
         assert_eq!(parse("/quit going home"), Command::Quit);
         assert_eq!(code("/frobnicate"), ErrorCode::UnknownCommand);
         assert_eq!(code("/"), ErrorCode::UnknownCommand);

@@ -155,7 +155,8 @@ impl ServerLine {
                 code: fields.word()?.parse().ok()?,
                 text: fields.rest(),
             },
-            "BYE" => Self::Bye(ByeReason::from_word(&fields.last_word()?)),
+            // The reason word may be followed by free text (`BYE kicked by alice: spam`).
+            "BYE" => Self::Bye(ByeReason::parse(&fields.word()?, fields.rest())),
             _ => return None,
         };
         Some(parsed)
@@ -326,6 +327,14 @@ pub enum ByeReason {
     ServerBusy,
     /// The client kept sending faster than flood control allows.
     Flooding,
+    /// An admin's `/kick`; the text says who and why.
+    Kicked(String),
+    /// An admin locked the account.
+    AccountLocked,
+    /// An admin deleted the account.
+    AccountDeleted,
+    /// The password was changed elsewhere; log in with the new one.
+    PasswordChanged,
     Other(String),
 }
 
@@ -339,12 +348,20 @@ impl ByeReason {
             Self::ServerShutdown => "server-shutdown",
             Self::ServerBusy => "server-busy",
             Self::Flooding => "flooding",
+            Self::Kicked(_) => "kicked",
+            Self::AccountLocked => "account-locked",
+            Self::AccountDeleted => "account-deleted",
+            Self::PasswordChanged => "password-changed",
             Self::Other(word) => word,
         }
     }
 
-    fn from_word(word: &str) -> Self {
+    fn parse(word: &str, text: String) -> Self {
         match word {
+            "kicked" => Self::Kicked(text),
+            "account-locked" => Self::AccountLocked,
+            "account-deleted" => Self::AccountDeleted,
+            "password-changed" => Self::PasswordChanged,
             "quit" => Self::Quit,
             "auth-failed" => Self::AuthFailed,
             "login-timeout" => Self::LoginTimeout,
@@ -359,7 +376,10 @@ impl ByeReason {
 
 impl fmt::Display for ByeReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Self::Kicked(text) if !text.is_empty() => write!(f, "kicked {text}"),
+            other => f.write_str(other.as_str()),
+        }
     }
 }
 
@@ -424,6 +444,22 @@ mod tests {
                 "ERR not-in-room nope".into(),
             ),
             (ServerLine::Bye(ByeReason::TooSlow), "BYE too-slow".into()),
+            (
+                ServerLine::Bye(ByeReason::Kicked("by alice: spam".into())),
+                "BYE kicked by alice: spam".into(),
+            ),
+            (
+                ServerLine::Bye(ByeReason::Kicked(String::new())),
+                "BYE kicked".into(),
+            ),
+            (
+                ServerLine::Bye(ByeReason::AccountLocked),
+                "BYE account-locked".into(),
+            ),
+            (
+                ServerLine::Bye(ByeReason::PasswordChanged),
+                "BYE password-changed".into(),
+            ),
         ];
         for (line, wire) in cases {
             assert_eq!(line.to_string(), wire);

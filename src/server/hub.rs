@@ -10,16 +10,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::outbox::{Outbox, Stopped};
 use crate::protocol::{
-    now_millis, ByeReason, ErrorCode, HistoryQuery, LeaveReason, RoomName, ServerLine,
+    now_millis, ByeReason, ErrorCode, HistoryQuery, LeaveReason, Nick, RoomName, ServerLine,
     StoredMessage,
 };
-use crate::store::{AccountId, NewMessage, Recipient, RoomId, Store};
+use crate::store::{
+    AccountEvent, AccountId, EventKind, NewMessage, Recipient, Role, RoomId, Store,
+};
+
+/// Who is online, as `chat-admin status` shows it; published by the hub when it changes.
+pub type Presence = Arc<Vec<crate::store::OnlineAccount>>;
+
+/// How often the hub publishes who is online, when that changed.
+const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Identifies one connection for the hub's lifetime.
 pub type SessionId = u64;
@@ -31,6 +39,10 @@ pub enum Request {
         session: SessionId,
         account: AccountId,
         nick: String,
+        role: Role,
+        /// The newest account event that existed when the password was checked: later ones
+        /// (a lock, a reset racing this login) still apply to this session.
+        events_seen: i64,
         outbox: Arc<Outbox>,
     },
     Logout {
@@ -72,6 +84,20 @@ pub enum Request {
         /// has at most one history read in flight.
         slot: OwnedSemaphorePermit,
     },
+    /// An admin ends every connection of `nick`.
+    Kick {
+        session: SessionId,
+        nick: Nick,
+        reason: String,
+    },
+    /// Stores the session's new password (already checked and hashed) and ends the
+    /// account's other sessions.
+    SetPassword {
+        session: SessionId,
+        password_hash: String,
+    },
+    /// A change to an account, read from the store, made by this or another process.
+    Account(AccountEvent),
     /// A line the session answered itself (a parse error, `/help`), sent through the hub
     /// so it keeps its place among the answers to earlier requests.
     Reply {
@@ -105,8 +131,13 @@ pub fn spawn(
     shutdown: CancellationToken,
     stop: CancellationToken,
     tracker: TaskTracker,
-) -> (HubHandle, tokio::task::JoinHandle<()>) {
+) -> (
+    HubHandle,
+    tokio::task::JoinHandle<()>,
+    watch::Receiver<Presence>,
+) {
     let (tx, rx) = mpsc::channel(4096);
+    let (presence, presence_rx) = watch::channel(Presence::default());
     let hub = Hub {
         store,
         replay_per_room,
@@ -119,12 +150,18 @@ pub fn spawn(
         rooms: HashMap::new(),
         pending: Vec::new(),
         last_stored_id: 0,
+        ended: HashMap::new(),
+        roles: HashMap::new(),
+        presence,
+        presence_changed: true,
     };
-    (HubHandle { tx }, tokio::spawn(hub.run()))
+    (HubHandle { tx }, tokio::spawn(hub.run()), presence_rx)
 }
 
 struct SessionState {
     account: AccountId,
+    /// Account events up to this id were in force when the session logged in.
+    events_seen: i64,
     outbox: Arc<Outbox>,
     /// Where plain text goes; per connection, so two devices can look at different rooms.
     current: Option<RoomName>,
@@ -132,6 +169,9 @@ struct SessionState {
 
 struct OnlineAccount {
     nick: String,
+    role: Role,
+    /// When its first current connection logged in.
+    since: i64,
     sessions: Vec<SessionId>,
     /// The account's stored memberships, `#general` first, then in the order joined.
     rooms: Vec<(RoomId, RoomName)>,
@@ -155,6 +195,26 @@ impl OnlineAccount {
 struct LiveRoom {
     /// Accounts that are members and online; all of their connections receive the room.
     online: Vec<AccountId>,
+}
+
+/// The fields of `Request::Login` the hub keeps.
+struct LoginRequest {
+    session: SessionId,
+    account: AccountId,
+    nick: String,
+    role: Role,
+    events_seen: i64,
+}
+
+/// How an account event that ends sessions looks to the rooms and to the sessions.
+fn ending(kind: EventKind) -> (LeaveReason, ByeReason) {
+    match kind {
+        EventKind::Locked => (LeaveReason::Kicked, ByeReason::AccountLocked),
+        EventKind::Deleted => (LeaveReason::Kicked, ByeReason::AccountDeleted),
+        EventKind::Password | EventKind::Role(_) => {
+            (LeaveReason::Disconnect, ByeReason::PasswordChanged)
+        }
+    }
 }
 
 /// One part of a login's or a `/join`'s replay.
@@ -197,6 +257,12 @@ struct Hub {
     /// The highest message id stored: replays read history up to it, and everything after
     /// it reaches the connection live.
     last_stored_id: i64,
+    /// The newest event that ended an account's sessions, and the newest role change, for a
+    /// login that checked its password before the event and reaches the hub after it.
+    ended: HashMap<AccountId, AccountEvent>,
+    roles: HashMap<AccountId, (i64, Role)>,
+    presence: watch::Sender<Presence>,
+    presence_changed: bool,
 }
 
 impl Hub {
@@ -206,9 +272,13 @@ impl Hub {
             Err(error) => tracing::error!(%error, "could not read the last message id"),
         }
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut presence_tick = tokio::time::interval(PRESENCE_EVERY);
+        presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
+                // First, or a hub that always has requests would never get to it.
+                _ = presence_tick.tick() => self.publish_presence(),
                 received = self.rx.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         break;
@@ -253,8 +323,29 @@ impl Hub {
                 session,
                 account,
                 nick,
+                role,
+                events_seen,
                 outbox,
-            } => self.login(session, account, nick, outbox).await,
+            } => {
+                let login = LoginRequest {
+                    session,
+                    account,
+                    nick,
+                    role,
+                    events_seen,
+                };
+                self.login(login, outbox).await
+            }
+            Request::Kick {
+                session,
+                nick,
+                reason,
+            } => self.kick(session, &nick, &reason),
+            Request::SetPassword {
+                session,
+                password_hash,
+            } => self.set_password(session, &password_hash).await,
+            Request::Account(event) => self.apply_account_event(event),
             Request::Logout {
                 session,
                 reason,
@@ -470,13 +561,27 @@ impl Hub {
 
     // ---- presence -------------------------------------------------------------------------
 
-    async fn login(
-        &mut self,
-        session: SessionId,
-        account_id: AccountId,
-        nick: String,
-        outbox: Arc<Outbox>,
-    ) {
+    async fn login(&mut self, login: LoginRequest, outbox: Arc<Outbox>) {
+        let LoginRequest {
+            session,
+            account: account_id,
+            nick,
+            mut role,
+            events_seen,
+        } = login;
+        if let Some(event) = self.ended.get(&account_id) {
+            if event.id > events_seen {
+                let (_, bye) = ending(event.kind);
+                outbox.close(Some(&ServerLine::Bye(bye)));
+                return;
+            }
+        }
+        if let Some((id, newer)) = self.roles.get(&account_id) {
+            if *id > events_seen {
+                role = *newer;
+            }
+        }
+        self.presence_changed = true;
         let first_connection = !self.accounts.contains_key(&account_id);
         if first_connection {
             let rooms = match self.store.account_rooms(account_id).await {
@@ -494,6 +599,8 @@ impl Hub {
                 account_id,
                 OnlineAccount {
                     nick: nick.clone(),
+                    role,
+                    since: now_millis(),
                     sessions: Vec::new(),
                     rooms,
                 },
@@ -507,6 +614,7 @@ impl Hub {
             session,
             SessionState {
                 account: account_id,
+                events_seen,
                 outbox: outbox.clone(),
                 current: current.clone(),
             },
@@ -624,6 +732,7 @@ impl Hub {
             let Some(state) = self.sessions.remove(&session) else {
                 continue;
             };
+            self.presence_changed = true;
             state.outbox.close(bye.map(ServerLine::Bye).as_ref());
             let Some(account) = self.accounts.get_mut(&state.account) else {
                 continue;
@@ -661,6 +770,125 @@ impl Hub {
                 );
             }
         }
+    }
+
+    // ---- moderation ------------------------------------------------------------------------
+
+    fn kick(&mut self, session: SessionId, nick: &Nick, reason: &str) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let kicker = &self.accounts[&state.account];
+        if kicker.role != Role::Admin {
+            return self.reply_err(session, ErrorCode::Forbidden, "Only admins may /kick");
+        }
+        let kicker_nick = kicker.nick.clone();
+        let target = self
+            .accounts
+            .iter()
+            .find(|(_, account)| account.nick.eq_ignore_ascii_case(nick.as_str()))
+            .map(|(id, account)| (*id, account.nick.clone()));
+        let Some((target, target_nick)) = target else {
+            return self.reply_err(
+                session,
+                ErrorCode::NoSuchUser,
+                format!("{nick} is not online"),
+            );
+        };
+        if target == state.account {
+            return self.reply_err(session, ErrorCode::BadArgs, "You cannot kick yourself");
+        }
+        let text = if reason.is_empty() {
+            format!("by {kicker_nick}")
+        } else {
+            format!("by {kicker_nick}: {reason}")
+        };
+        tracing::info!(by = %kicker_nick, nick = %target_nick, reason, "kicked");
+        for target_session in self.account_sessions(target) {
+            let bye = ByeReason::Kicked(text.clone());
+            self.logout(target_session, LeaveReason::Kicked, Some(bye));
+        }
+        self.reply(session, ServerLine::info(format!("Kicked {target_nick}.")));
+    }
+
+    async fn set_password(&mut self, session: SessionId, password_hash: &str) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let account = state.account;
+        let nick = self.accounts[&account].nick.clone();
+        let event = match self.store.set_password(&nick, password_hash).await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return self.reply_err(session, ErrorCode::AuthFailed, "Your account is gone")
+            }
+            Err(error) => return self.storage_error(session, error),
+        };
+        tracing::info!(%nick, "password changed");
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.events_seen = event;
+        }
+        // The event reaches the hub again through the store; by then this session is newer
+        // than it, so it ends only the others, which end here at once.
+        self.end_sessions_before(AccountEvent {
+            id: event,
+            account,
+            kind: EventKind::Password,
+        });
+        self.reply(session, ServerLine::info("Password changed."));
+    }
+
+    fn apply_account_event(&mut self, event: AccountEvent) {
+        match event.kind {
+            EventKind::Role(role) => {
+                self.roles.insert(event.account, (event.id, role));
+                if let Some(account) = self.accounts.get_mut(&event.account) {
+                    account.role = role;
+                }
+            }
+            EventKind::Locked | EventKind::Deleted | EventKind::Password => {
+                self.ended.insert(event.account, event);
+                self.end_sessions_before(event);
+            }
+        }
+    }
+
+    /// Ends the account's sessions that logged in before `event`.
+    fn end_sessions_before(&mut self, event: AccountEvent) {
+        let (leave, bye) = ending(event.kind);
+        let older: Vec<SessionId> = self
+            .account_sessions(event.account)
+            .into_iter()
+            .filter(|s| {
+                self.sessions
+                    .get(s)
+                    .is_some_and(|state| state.events_seen < event.id)
+            })
+            .collect();
+        if !older.is_empty() {
+            tracing::info!(account = event.account, kind = ?event.kind, sessions = older.len(), "ending sessions");
+        }
+        for session in older {
+            self.logout(session, leave, Some(bye.clone()));
+        }
+    }
+
+    /// Publishes who is online, if that changed since the last time.
+    fn publish_presence(&mut self) {
+        if !std::mem::take(&mut self.presence_changed) {
+            return;
+        }
+        let online = self
+            .accounts
+            .iter()
+            .map(|(id, account)| crate::store::OnlineAccount {
+                account_id: *id,
+                nick: account.nick.clone(),
+                connections: account.sessions.len() as i64,
+                since: account.since,
+            })
+            .collect();
+        self.presence.send_replace(Arc::new(online));
     }
 
     async fn join(&mut self, session: SessionId, room: RoomName) {
@@ -1031,6 +1259,8 @@ mod tests {
             session,
             account,
             nick: nick.into(),
+            role: Role::Member,
+            events_seen: 0,
             outbox: outbox.clone(),
         }
     }
@@ -1047,7 +1277,7 @@ mod tests {
         let (_dir, store, ids) = store_with(&["alice", "bob"]).await;
         let (alice, bob) = (ids[0], ids[1]);
         let token = CancellationToken::new();
-        let (hub, task) = spawn(
+        let (hub, task, _presence) = spawn(
             store.clone(),
             20,
             token.clone(),
@@ -1091,7 +1321,7 @@ mod tests {
     async fn a_dm_to_a_connected_recipient_is_not_kept() {
         let (_dir, store, ids) = store_with(&["alice", "bob"]).await;
         let token = CancellationToken::new();
-        let (hub, task) = spawn(
+        let (hub, task, _presence) = spawn(
             store.clone(),
             20,
             token.clone(),

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::store::Store;
 
 mod flood;
+mod housekeeping;
 mod hub;
 mod limits;
 mod outbox;
@@ -74,7 +75,7 @@ pub async fn run(
             .map_err(|e| AuthError::Hash(e.to_string()))??;
     let tracker = TaskTracker::new();
     let stop_hub = CancellationToken::new();
-    let (hub, hub_task) = hub::spawn(
+    let (hub, hub_task, presence) = hub::spawn(
         store.clone(),
         config.replay_per_room,
         shutdown.clone(),
@@ -82,6 +83,27 @@ pub async fn run(
         tracker.clone(),
     );
     let checkpoints = tokio::spawn(checkpoint_regularly(store.clone(), stop_hub.clone()));
+    let listen = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
+    let background = [
+        tokio::spawn(housekeeping::forward_account_events(
+            store.clone(),
+            hub.clone(),
+            stop_hub.clone(),
+        )),
+        tokio::spawn(housekeeping::publish_status(
+            store.clone(),
+            presence,
+            listen,
+            stop_hub.clone(),
+        )),
+        tokio::spawn(housekeeping::sweep_regularly(
+            store.clone(),
+            config.history_days,
+            stop_hub.clone(),
+        )),
+    ];
     let grace = config.shutdown_grace;
     let limits = ConnectionLimits::new(AddressLimitSettings {
         max_connections: config.max_connections,
@@ -151,6 +173,9 @@ pub async fn run(
     stop_hub.cancel();
     let _ = hub_task.await;
     let _ = checkpoints.await;
+    for task in background {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("shutdown complete");
     Ok(())

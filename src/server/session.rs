@@ -14,11 +14,13 @@ use super::outbox::Outbox;
 use super::throttle::Decision;
 use super::Shared;
 use crate::auth::{password_problem, AuthError};
+use crate::invite;
 use crate::net::{InboundLine, LineReader};
 use crate::protocol::{
-    is_blank, parse_command, ByeReason, Command, ErrorCode, LeaveReason, Nick, ServerLine,
-    MAX_LOGIN_ATTEMPTS,
+    is_blank, now_millis, parse_command, ByeReason, Command, ErrorCode, LeaveReason, Nick,
+    ServerLine, MAX_LOGIN_ATTEMPTS,
 };
+use crate::store::{AccountId, Role};
 
 const HELP: &[&str] = &[
     "Commands:",
@@ -32,6 +34,7 @@ const HELP: &[&str] = &[
     "  /history [#room] [n]       the last n messages (default 50, at most 500)",
     "  /history #room after ID [n]  messages after an id (catch-up)",
     "  /passwd old new            change your password (the old one cannot contain spaces)",
+    "  /kick nick [reason]        admins: disconnect every connection of nick",
     "  /quit                      leave",
 ];
 
@@ -64,8 +67,24 @@ enum Event {
 }
 
 struct LoggedIn {
-    account: crate::store::AccountId,
+    account: AccountId,
     nick: String,
+    role: Role,
+    /// The newest account event the login already reflects; see `Request::Login`.
+    events_seen: i64,
+}
+
+/// What the password check found.
+enum Checked {
+    LoggedIn(LoggedIn),
+    /// The account's unexpired invite or reset code: a new password is asked for next.
+    Invite {
+        account: AccountId,
+        code_hash: String,
+        nick: String,
+        role: Role,
+    },
+    Failed,
 }
 
 pub(super) struct Session<R> {
@@ -108,15 +127,29 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
     async fn serve(&mut self) {
         let login_timeout = self.shared.config.login_timeout;
-        let logged_in = match tokio::time::timeout(login_timeout, self.login()).await {
-            Ok(Some(logged_in)) => logged_in,
+        let checked = match tokio::time::timeout(login_timeout, self.login()).await {
+            Ok(Some(checked)) => checked,
             Ok(None) => return,
-            Err(_) => {
-                tracing::debug!(peer = %self.peer, "login timed out");
-                return self
-                    .outbox
-                    .close(Some(&ServerLine::Bye(ByeReason::LoginTimeout)));
+            Err(_) => return self.login_timed_out(),
+        };
+        let logged_in = match checked {
+            Checked::LoggedIn(logged_in) => logged_in,
+            // Choosing a password gets a timeout of its own: the code was typed in time, and
+            // a new teammate may think before choosing.
+            Checked::Invite {
+                account,
+                code_hash,
+                nick,
+                role,
+            } => {
+                let choosing = self.new_password(account, code_hash, nick, role);
+                match tokio::time::timeout(login_timeout, choosing).await {
+                    Ok(Some(logged_in)) => logged_in,
+                    Ok(None) => return,
+                    Err(_) => return self.login_timed_out(),
+                }
             }
+            Checked::Failed => unreachable!("login() asks again after a failure"),
         };
         tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, "logged in");
         // The login answers were limited on their own; chatting starts with a full burst.
@@ -125,6 +158,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
             session: self.id,
             account: logged_in.account,
             nick: logged_in.nick.clone(),
+            role: logged_in.role,
+            events_seen: logged_in.events_seen,
             outbox: self.outbox.clone(),
         };
         if !self.shared.hub.send(login).await {
@@ -144,6 +179,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
         if !self.shared.hub.send(logout).await {
             self.outbox.close(bye.map(ServerLine::Bye).as_ref());
         }
+    }
+
+    fn login_timed_out(&self) {
+        tracing::debug!(peer = %self.peer, "login timed out");
+        self.outbox
+            .close(Some(&ServerLine::Bye(ByeReason::LoginTimeout)));
     }
 
     async fn next_event(&mut self) -> Event {
@@ -225,9 +266,9 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
-    /// The `NICK` / `PASS` dialogue. Every failure looks the same from outside: the same
-    /// error, after one password hash's worth of work.
-    async fn login(&mut self) -> Option<LoggedIn> {
+    /// The `NICK` / `PASS` dialogue, up to a correct password or a valid code. Every failure
+    /// looks the same from outside: the same error, after one password hash's worth of work.
+    async fn login(&mut self) -> Option<Checked> {
         let mut failures = 0;
         while failures < MAX_LOGIN_ATTEMPTS {
             self.send(ServerLine::NickPrompt);
@@ -260,11 +301,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 Decision::Check { .. } => {}
             }
             match self.check_password(nick, password).await {
-                Ok(Some(logged_in)) => {
-                    self.shared.throttle.record_success(ip, nick);
-                    return Some(logged_in);
-                }
-                Ok(None) => {
+                Ok(Checked::Failed) => {
                     failures += 1;
                     self.shared
                         .throttle
@@ -274,6 +311,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
                         ErrorCode::AuthFailed,
                         "Invalid nickname or password",
                     ));
+                }
+                Ok(checked) => {
+                    self.shared.throttle.record_success(ip, nick);
+                    return Some(checked);
                 }
                 Err(AuthError::Busy) => self.send(ServerLine::err(
                     ErrorCode::ServerBusy,
@@ -293,26 +334,106 @@ impl<R: AsyncRead + Unpin> Session<R> {
         None
     }
 
-    async fn check_password(
-        &self,
-        nick: &str,
-        password: String,
-    ) -> Result<Option<LoggedIn>, AuthError> {
+    /// Every outcome costs one password hash: unknown nicknames, accounts without a
+    /// password yet, locked accounts and invite codes included.
+    async fn check_password(&self, nick: &str, password: String) -> Result<Checked, AuthError> {
         let account = match Nick::parse(nick) {
             Ok(nick) => self
                 .shared
                 .store
-                .find_account(nick.as_str())
+                .find_login(nick.as_str())
                 .await
                 .map_err(|e| AuthError::Hash(e.to_string()))?,
             Err(_) => None,
         };
-        let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
+        let stored_hash = account
+            .as_ref()
+            .map(|a| a.password_hash.clone())
+            .filter(|hash| !hash.is_empty());
+        let typed_code = invite::code_hash(&password);
         let verified = self.shared.passwords.verify(stored_hash, password).await?;
-        Ok(account.filter(|_| verified).map(|a| LoggedIn {
-            account: a.id,
-            nick: a.nick,
-        }))
+        let Some(account) = account.filter(|a| !a.locked) else {
+            return Ok(Checked::Failed);
+        };
+        if verified {
+            return Ok(Checked::LoggedIn(LoggedIn {
+                account: account.id,
+                nick: account.nick,
+                role: account.role.0,
+                events_seen: account.events_seen,
+            }));
+        }
+        let code_valid = account
+            .invite_expires_at
+            .is_some_and(|expires| expires > now_millis());
+        match (account.invite_hash, typed_code) {
+            (Some(stored), Some(typed)) if code_valid && invite::hashes_match(&stored, &typed) => {
+                Ok(Checked::Invite {
+                    account: account.id,
+                    code_hash: typed,
+                    nick: account.nick,
+                    role: account.role.0,
+                })
+            }
+            _ => Ok(Checked::Failed),
+        }
+    }
+
+    /// The `NEWPASS` dialogue after a valid code: asks until the password is acceptable,
+    /// then uses the code up and sets the password in one step. `None` ends the connection:
+    /// it closed (the code stays usable), or the code was used up meanwhile (another
+    /// connection with the same code won), or the password could not be stored.
+    async fn new_password(
+        &mut self,
+        account: AccountId,
+        code_hash: String,
+        nick: String,
+        role: Role,
+    ) -> Option<LoggedIn> {
+        let password = loop {
+            self.send(ServerLine::NewPassPrompt);
+            let answer = self.login_answer().await?;
+            match password_problem(&answer) {
+                Some(problem) => self.send(ServerLine::err(ErrorCode::BadArgs, problem)),
+                None => break answer,
+            }
+        };
+        let redeemed = async {
+            let hash = self.shared.passwords.hash(password).await?;
+            self.shared
+                .store
+                .redeem_invite(account, &code_hash, &hash)
+                .await
+                .map_err(|e| AuthError::Hash(e.to_string()))
+        };
+        let (error, bye) = match redeemed.await {
+            Ok(Some(event)) => {
+                tracing::info!(peer = %self.peer, %nick, "invite code used; password set");
+                return Some(LoggedIn {
+                    account,
+                    nick,
+                    role,
+                    // The password event just written: it ends the account's other sessions,
+                    // not this one.
+                    events_seen: event,
+                });
+            }
+            Ok(None) => (
+                ServerLine::err(ErrorCode::AuthFailed, "Invalid nickname or password"),
+                ByeReason::AuthFailed,
+            ),
+            Err(error) => {
+                tracing::error!(%error, "could not set a password from a code");
+                let text = "Could not set the password; the code still works, try again later";
+                (
+                    ServerLine::err(ErrorCode::ServerBusy, text),
+                    ByeReason::ServerBusy,
+                )
+            }
+        };
+        self.send(error);
+        self.outbox.close(Some(&ServerLine::Bye(bye)));
+        None
     }
 
     /// Runs until the session ends; returns how the others should see it go.
@@ -402,6 +523,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 }
             },
             Command::Passwd { old, new } => return self.change_password(me, old, new).await,
+            Command::Kick { nick, reason } => Request::Kick {
+                session,
+                nick,
+                reason,
+            },
             Command::Help => {
                 for line in HELP {
                     self.reply(ServerLine::info(*line)).await;
@@ -413,6 +539,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
         let _ = self.shared.hub.send(request).await;
     }
 
+    /// Checks the old password and hashes the new one here; the hub stores it, so that it
+    /// can end the account's other sessions before anything else happens to them.
     async fn change_password(&mut self, me: &LoggedIn, old: String, new: String) {
         if let Some(problem) = password_problem(&new) {
             return self
@@ -427,7 +555,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 .await
                 .map_err(|e| e.to_string())?;
             let Some(account) = account.filter(|a| a.id == me.account) else {
-                return Ok(false);
+                return Ok(None);
             };
             let verified = shared
                 .passwords
@@ -435,26 +563,26 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 .await
                 .map_err(|e| e.to_string())?;
             if !verified {
-                return Ok(false);
+                return Ok(None);
             }
-            let hash = shared
+            shared
                 .passwords
                 .hash(new)
                 .await
-                .map_err(|e| e.to_string())?;
-            shared
-                .store
-                .set_password(&account.nick, &hash)
-                .await
+                .map(Some)
                 .map_err(|e| e.to_string())
         }
         .await;
         let answer = match result {
-            Ok(true) => {
-                tracing::info!(nick = %me.nick, "password changed");
-                ServerLine::info("Password changed.")
+            Ok(Some(password_hash)) => {
+                let request = Request::SetPassword {
+                    session: self.id,
+                    password_hash,
+                };
+                let _ = self.shared.hub.send(request).await;
+                return;
             }
-            Ok(false) => ServerLine::err(ErrorCode::AuthFailed, "The old password is wrong"),
+            Ok(None) => ServerLine::err(ErrorCode::AuthFailed, "The old password is wrong"),
             Err(error) => {
                 tracing::error!(%error, "password change failed");
                 ServerLine::err(

@@ -18,6 +18,12 @@ pub struct AccountSummary {
     pub nick: String,
     pub created_at: i64,
     pub rooms: i64,
+    pub role: String,
+    pub locked: bool,
+    /// When the outstanding invite or reset code expires, if there is one.
+    pub invite_expires_at: Option<i64>,
+    /// False for an account made by an invite that has not been used yet.
+    pub has_password: bool,
 }
 
 impl Store {
@@ -81,39 +87,12 @@ impl Store {
         )
     }
 
-    /// Returns false when no such account exists.
-    pub async fn delete_account(&self, nick: &str) -> Result<bool, StoreError> {
-        self.write(|mut conn| async move {
-            let result = sqlx::query("DELETE FROM accounts WHERE nick = ?")
-                .bind(nick)
-                .execute(&mut *conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
-                .map_err(StoreError::from);
-            (conn, result)
-        })
-        .await
-    }
-
-    /// Returns false when no such account exists.
-    pub async fn set_password(&self, nick: &str, password_hash: &str) -> Result<bool, StoreError> {
-        self.write(|mut conn| async move {
-            let result = sqlx::query("UPDATE accounts SET password_hash = ? WHERE nick = ?")
-                .bind(password_hash)
-                .bind(nick)
-                .execute(&mut *conn)
-                .await
-                .map(|done| done.rows_affected() > 0)
-                .map_err(StoreError::from);
-            (conn, result)
-        })
-        .await
-    }
-
     pub async fn list_accounts(&self) -> Result<Vec<AccountSummary>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT a.nick, a.created_at, COUNT(m.room_id) AS rooms
+            "SELECT a.nick, a.created_at, COUNT(m.room_id) AS rooms, a.role, a.locked,
+                    i.expires_at AS invite_expires_at, a.password_hash <> '' AS has_password
              FROM accounts a LEFT JOIN memberships m ON m.account_id = a.id
+             LEFT JOIN invites i ON i.account_id = a.id
              GROUP BY a.id ORDER BY a.nick COLLATE NOCASE",
         )
         .fetch_all(&self.reader)
@@ -125,8 +104,18 @@ async fn insert_accounts(
     conn: &mut SqliteConnection,
     accounts: &[(Nick, String)],
 ) -> Result<Vec<AccountId>, StoreError> {
-    let now = now_millis();
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let ids = insert_accounts_in(&mut tx, accounts).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Inserts accounts that start in `#general`, inside the caller's transaction.
+pub(super) async fn insert_accounts_in(
+    tx: &mut SqliteConnection,
+    accounts: &[(Nick, String)],
+) -> Result<Vec<AccountId>, StoreError> {
+    let now = now_millis();
     sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
         .bind(DEFAULT_ROOM)
         .bind(now)
@@ -160,7 +149,6 @@ async fn insert_accounts(
         .await?;
         ids.push(id);
     }
-    tx.commit().await?;
     Ok(ids)
 }
 

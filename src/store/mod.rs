@@ -12,10 +12,14 @@ use sqlx::{Sqlite, SqlitePool};
 
 mod accounts;
 mod messages;
+mod moderation;
 mod rooms;
+mod status;
 
 pub use accounts::{Account, AccountSummary};
 pub use messages::{NewMessage, PendingDm, Recipient};
+pub use moderation::{AccountEvent, EventKind, IssuedInvite, LoginAccount, Role, RoleColumn};
+pub use status::{OnlineAccount, RoomCount, ServerStatus, HEARTBEAT_EVERY};
 
 /// Row id of an account.
 pub type AccountId = i64;

@@ -22,6 +22,8 @@ use tlschat::protocol::{Nick, ServerLine};
 use tlschat::store::{Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
+pub mod admin;
+
 /// How long a test waits for a line it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
 

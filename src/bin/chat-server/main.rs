@@ -177,6 +177,7 @@ fn config_from(args: &Settings) -> Config {
         login_max_account_delay: Duration::from_secs(args.login_max_account_delay),
         login_forget_after: Duration::from_secs(args.login_forget_after),
         replay_per_room: args.replay_per_room,
+        history_days: args.history_days,
     }
 }
 

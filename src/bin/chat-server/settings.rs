@@ -148,6 +148,8 @@ settings! {
     login_forget_after: u64 = 900, "CHAT_LOGIN_FORGET_AFTER";
     /// Stored messages replayed per room on login and `/join`.
     replay_per_room: u32 = tlschat::protocol::REPLAY_PER_ROOM, "CHAT_REPLAY_PER_ROOM";
+    /// Days of history kept; older messages are deleted in the background. 0 keeps all.
+    history_days: u32 = 0, "CHAT_HISTORY_DAYS";
     /// What a stored message survives: `power-loss` waits for the disk on every commit;
     /// `process-crash` survives the server being killed but not the machine losing power,
     /// and commits in microseconds instead of milliseconds.

@@ -209,8 +209,13 @@ pub enum Action {
 pub fn reconnects_after(reason: &ByeReason) -> bool {
     match reason {
         ByeReason::Quit | ByeReason::AuthFailed => false,
-        // An admin's decision (`kicked`, `locked`, ...) is not undone by trying again.
-        ByeReason::Other(_) => false,
+        // An admin's decision is not undone by trying again; after a password change
+        // elsewhere, the password this client holds is the old one.
+        ByeReason::Kicked(_)
+        | ByeReason::AccountLocked
+        | ByeReason::AccountDeleted
+        | ByeReason::PasswordChanged
+        | ByeReason::Other(_) => false,
         ByeReason::LoginTimeout
         | ByeReason::TooSlow
         | ByeReason::ServerShutdown

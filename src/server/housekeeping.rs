@@ -1,0 +1,134 @@
+//! Background tasks between the hub and the store: account events in, presence out, old
+//! history away. Each runs until `stop`, and none of them is on a message's path.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{HubHandle, Presence, Request};
+use crate::protocol::now_millis;
+use crate::store::{Store, HEARTBEAT_EVERY};
+
+/// How often the store is asked for account events. Two seconds is the promise for ending
+/// a locked account's sessions; polling at a quarter of it leaves room for a slow disk.
+const EVENT_POLL: Duration = Duration::from_millis(500);
+/// How often old history, used codes and old events are swept away.
+const SWEEP: Duration = Duration::from_secs(3600);
+/// Rows one retention transaction deletes.
+const DELETE_BATCH: u32 = 1000;
+const DAY_MILLIS: i64 = 24 * 3600 * 1000;
+
+/// Hands every account event written after the server started (by `chat-admin` or by this
+/// server) to the hub, in order.
+pub(super) async fn forward_account_events(store: Store, hub: HubHandle, stop: CancellationToken) {
+    let mut seen = match store.last_account_event_id().await {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::error!(%error, "cannot read account events; lock and deluser apply at the next login only");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(EVENT_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let events = match store.account_events_after(seen).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read account events");
+                continue;
+            }
+        };
+        for event in events {
+            seen = event.id;
+            if !hub.send(Request::Account(event)).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps the server's row and the list of who is online current for `chat-admin status`,
+/// and removes both when the server stops.
+pub(super) async fn publish_status(
+    store: Store,
+    mut presence: watch::Receiver<Presence>,
+    listen: String,
+    stop: CancellationToken,
+) {
+    let version = env!("CARGO_PKG_VERSION");
+    if let Err(error) = store
+        .publish_start(std::process::id(), version, &listen)
+        .await
+    {
+        tracing::warn!(%error, "cannot publish the server's status; chat-admin status will not see it");
+    }
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let result = tokio::select! {
+            () = stop.cancelled() => break,
+            changed = presence.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let online = presence.borrow_and_update().clone();
+                heartbeat.reset();
+                store.publish_online(&online).await
+            }
+            _ = heartbeat.tick() => store.heartbeat().await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "cannot publish the server's status");
+        }
+    }
+    if let Err(error) = store.publish_stop().await {
+        tracing::debug!(%error, "cannot clear the server's status");
+    }
+}
+
+/// Every hour (and soon after start): deletes messages older than `history_days` (when it
+/// is not 0) in small batches, and forgets expired codes and old account events.
+pub(super) async fn sweep_regularly(store: Store, history_days: u32, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(error) = store.prune_account_records(now_millis() - DAY_MILLIS).await {
+            tracing::warn!(%error, "cannot forget expired codes and old account events");
+        }
+        if history_days > 0 {
+            let before = now_millis() - i64::from(history_days) * DAY_MILLIS;
+            prune_history(&store, before, &stop).await;
+        }
+    }
+}
+
+async fn prune_history(store: &Store, before: i64, stop: &CancellationToken) {
+    let mut deleted = 0;
+    loop {
+        match store.delete_messages_before(before, DELETE_BATCH).await {
+            Ok(0) => break,
+            Ok(count) => deleted += count,
+            Err(error) => {
+                tracing::warn!(%error, "cannot delete old history; trying again in an hour");
+                break;
+            }
+        }
+        // Between batches the writer is the chat's again.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, "deleted messages older than the history retention");
+    }
+}
