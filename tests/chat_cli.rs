@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::admin::issue_code;
 use common::{field, run_bounded, Run, TestServer};
 
 const ALICE_PASSWORD: &str = "correct horse battery staple";
@@ -238,4 +239,29 @@ async fn chat_fails_against_a_server_its_ca_does_not_sign() {
     assert!(!run.stdout.contains("must not be sent"), "{run:?}");
     assert!(!run.stderr.trim().is_empty(), "it says why:\n{run:?}");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_scripted_login_with_an_invite_code_sets_the_next_line_as_the_password() {
+    let server = server_with_alice_and_bob().await;
+    let ca = server.files.certs().ca_cert;
+    let code = issue_code(&server.files.db(), &["invite", "carol"]).await;
+
+    let run = run_chat(
+        server.addr.port(),
+        &ca,
+        &["--nick", "carol", "--password-stdin"],
+        &[],
+        // The first try is refused (too short) and the next line is taken instead.
+        &format!("{code}\nshort\ncarols own passphrase\nhello, I am new\n"),
+    )
+    .await;
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        run.stdout.contains("at least 8"),
+        "the refusal is shown:\n{run:?}"
+    );
+    assert!(run.stdout.contains("<carol> hello, I am new"), "{run:?}");
+    assert!(!run.stdout.contains("carols own passphrase"), "{run:?}");
+    server.login("carol", "carols own passphrase").await;
 }

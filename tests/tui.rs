@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::admin::issue_code;
 use common::TestServer;
 
 const ALICE_PASSWORD: &str = "alices password 1";
@@ -113,12 +114,24 @@ impl Drop for Tmux {
     }
 }
 
-fn chat_command(port: u16, ca: &Path, config_home: &Path, nick: &str, password: &str) -> String {
+/// The command line of `nick`'s `chat`; without `password`, chat asks for it.
+fn chat_command(
+    port: u16,
+    ca: &Path,
+    config_home: &Path,
+    nick: &str,
+    password: Option<&str>,
+) -> String {
+    // `env` takes its `-u`s before any assignment.
+    let (unset, password) = match password {
+        Some(password) => ("", format!("CHAT_PASSWORD='{password}'")),
+        None => ("-u CHAT_PASSWORD", String::new()),
+    };
     // The environment is the person's: a terminal, a home for config and known_hosts.
     // The shell stays after `chat` ends, to show how it ended.
     format!(
-        "env -u CHAT_SERVER -u CHAT_CA -u CHAT_NICK TERM=xterm-256color TZ=UTC \
-         XDG_CONFIG_HOME='{}' CHAT_PASSWORD='{password}' '{}' localhost:{port} --ca '{}' --nick {nick}; \
+        "env -u CHAT_SERVER -u CHAT_CA -u CHAT_NICK {unset} TERM=xterm-256color TZ=UTC \
+         XDG_CONFIG_HOME='{}' {password} '{}' localhost:{port} --ca '{}' --nick {nick}; \
          echo chat exited with $?; sleep 600",
         config_home.display(),
         env!("CARGO_BIN_EXE_chat"),
@@ -141,7 +154,7 @@ async fn open_chat(
     let ca = server.files.certs().ca_cert;
     tmux.start(
         nick,
-        &chat_command(server.addr.port(), &ca, config_home, nick, password),
+        &chat_command(server.addr.port(), &ca, config_home, nick, Some(password)),
     );
     let screen = tmux
         .wait_for(nick, "the logged-in chat", |s| {
@@ -296,4 +309,49 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
         s.contains("<-- alice left (quit)")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_teammate_logs_in_with_an_invite_code_and_chooses_a_password() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let code = issue_code(&server.files.db(), &["invite", "carol"]).await;
+    let config_home = tempfile::tempdir().unwrap();
+    let ca = server.files.certs().ca_cert;
+    let tmux = Tmux::new();
+    tmux.start(
+        "carol",
+        &chat_command(server.addr.port(), &ca, config_home.path(), "carol", None),
+    );
+    tmux.wait_for("carol", "the password prompt", |s| s.contains("Password:"))
+        .await;
+    tmux.type_line("carol", &code);
+    tmux.wait_for("carol", "the new password prompt", |s| {
+        s.contains("one-time code") && s.contains("New password:")
+    })
+    .await;
+    tmux.type_line("carol", "short");
+    tmux.wait_for("carol", "the length rule", |s| s.contains("at least 8"))
+        .await;
+    tmux.type_line("carol", "carols own passphrase");
+    tmux.wait_for("carol", "the repeat prompt", |s| s.contains("Repeat it:"))
+        .await;
+    tmux.type_line("carol", "carols own passphrase");
+    tmux.wait_for("carol", "the logged-in chat", |s| {
+        s.contains("connected | localhost:") && s.contains("#general>")
+    })
+    .await;
+    tmux.type_line("carol", "hello, I am new here");
+
+    let mut again = server.login("carol", "carols own passphrase").await;
+    again.send("/history #general 5").await;
+    let history = again.collect_until("END history").await;
+    assert!(
+        history
+            .iter()
+            .any(|l| l.ends_with(" carol hello, I am new here")),
+        "{history:#?}"
+    );
 }

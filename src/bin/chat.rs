@@ -14,10 +14,14 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::sync::mpsc;
 
+use tlschat::auth::password_problem;
 use tlschat::client::trust::{self, Trust};
-use tlschat::client::tui::{self, LoginError};
+use tlschat::client::tui::{self, LoginError, LoginStep};
 use tlschat::client::{config, render_line, LineReader, LineWriter};
-use tlschat::protocol::{has_forbidden_control, is_forbidden_control, ByeReason, ServerLine};
+use tlschat::protocol::{
+    has_forbidden_control, is_forbidden_control, ByeReason, ErrorCode, ServerLine,
+    MIN_PASSWORD_CHARS,
+};
 
 /// Server used when neither a flag, the environment nor the config file names one.
 const DEFAULT_SERVER: &str = "localhost:7777";
@@ -146,12 +150,19 @@ async fn full_screen(
                 _ => bail!("no nickname given"),
             },
         };
-        let password = match (&env_password, attempt) {
+        let mut password = match (&env_password, attempt) {
             (Some(password), 1) => password.clone(),
             _ => tokio::task::spawn_blocking(|| rpassword::prompt_password("Password: ")).await??,
         };
-        match tui::log_in(&mut reader, &mut writer, &typed_nick, &password).await {
-            Ok(welcome) => {
+        let mut step = tui::log_in(&mut reader, &mut writer, &typed_nick, &password).await;
+        // The password was a one-time code: choose the real one before the chat starts.
+        while let Ok(LoginStep::NewPassword { problem }) = step {
+            password = tokio::task::spawn_blocking(move || choose_password(problem)).await??;
+            step = tui::send_new_password(&mut reader, &mut writer, &password).await;
+        }
+        match step {
+            Ok(LoginStep::NewPassword { .. }) => unreachable!("answered above"),
+            Ok(LoginStep::Welcome(welcome)) => {
                 let account = tui::Account {
                     server: settings.server,
                     trust: settings.trust,
@@ -171,6 +182,29 @@ async fn full_screen(
         }
     }
     unreachable!("the loop returns")
+}
+
+/// Asks on the terminal for the password that replaces a one-time code: twice, without
+/// echo, until both agree and it is long enough. `problem` is the server's last refusal.
+fn choose_password(problem: Option<String>) -> anyhow::Result<String> {
+    match problem {
+        Some(problem) => eprintln!("The server refused that password: {problem}"),
+        None => eprintln!(
+            "That was a one-time code. Choose your own password now \
+             (at least {MIN_PASSWORD_CHARS} characters; only you will know it)."
+        ),
+    }
+    loop {
+        let first = rpassword::prompt_password("New password: ")?;
+        if let Some(problem) = password_problem(&first) {
+            eprintln!("{problem}.");
+            continue;
+        }
+        if rpassword::prompt_password("Repeat it: ")? == first {
+            return Ok(first);
+        }
+        eprintln!("The two differ; once more.");
+    }
 }
 
 fn show(args: &Args, raw: &str, parsed: Option<&ServerLine>) {
@@ -237,6 +271,7 @@ async fn login(
     let interactive = std::io::stdin().is_terminal();
     let env_password = std::env::var("CHAT_PASSWORD").ok();
     let mut attempts = 0;
+    let mut last_refusal = None;
     loop {
         let Some(line) = reader.next_line().await else {
             bail!("the server closed the connection during login");
@@ -276,6 +311,26 @@ async fn login(
                     bail!("no password: use --password-stdin or set CHAT_PASSWORD");
                 };
                 writer.send_line(&password).await?;
+            }
+            Some(ServerLine::NewPassPrompt) => {
+                let problem = last_refusal.take();
+                let password = if interactive && env_password.is_none() && !args.password_stdin {
+                    tokio::task::spawn_blocking(move || choose_password(problem)).await??
+                } else {
+                    // Scripted: the line after the code is the new password.
+                    match read_stdin_line(None).await? {
+                        Some(password) => password,
+                        None => bail!("the server asks for a new password (NEWPASS): give it on the line after the code"),
+                    }
+                };
+                writer.send_line(&password).await?;
+            }
+            Some(ServerLine::Err {
+                code: ErrorCode::BadArgs,
+                text,
+            }) => {
+                show(args, &raw, parsed.as_ref());
+                last_refusal = Some(text.clone());
             }
             Some(ServerLine::Welcome { .. }) => {
                 show(args, &raw, parsed.as_ref());

@@ -53,7 +53,7 @@ pub struct Account {
 pub enum LoginError {
     #[error("the nickname or password was not accepted")]
     Refused,
-    #[error("the account needs a new password first; log in once with `chat --plain`")]
+    #[error("the server asks for a new password, but this account has one already")]
     NeedsNewPassword,
     #[error("the server closed the connection: {0}")]
     Closed(String),
@@ -70,29 +70,79 @@ impl LoginError {
     }
 }
 
-/// Answers the `NICK` and `PASS` prompts; the `WELCOME` line on success. Lines before the
-/// prompts (a banner) are skipped.
+/// Where a login dialogue stopped.
+#[derive(Debug)]
+pub enum LoginStep {
+    /// Logged in; the `WELCOME` line.
+    Welcome(ServerLine),
+    /// The password was a one-time code and the server waits at `NEWPASS` for the account's
+    /// new password ([`send_new_password`]); `problem` is why the last one was refused.
+    NewPassword { problem: Option<String> },
+}
+
+/// Answers the `NICK` and `PASS` prompts. Lines before the prompts (a banner) are skipped.
 pub async fn log_in(
     reader: &mut LineReader,
     writer: &mut LineWriter,
     nick: &str,
     password: &str,
-) -> Result<ServerLine, LoginError> {
+) -> Result<LoginStep, LoginError> {
+    continue_login(reader, writer, Some((nick, password))).await
+}
+
+/// Answers `NEWPASS` with `new_password` and reads on: `WELCOME`, or `NEWPASS` again when
+/// the server refused it.
+pub async fn send_new_password(
+    reader: &mut LineReader,
+    writer: &mut LineWriter,
+    new_password: &str,
+) -> Result<LoginStep, LoginError> {
+    writer.send_line(new_password).await?;
+    continue_login(reader, writer, None).await
+}
+
+/// Reads the login dialogue, answering `NICK` and `PASS` with `answers` (a second `NICK`
+/// means they were refused).
+async fn continue_login(
+    reader: &mut LineReader,
+    writer: &mut LineWriter,
+    answers: Option<(&str, &str)>,
+) -> Result<LoginStep, LoginError> {
     let dialogue = async {
+        let mut problem = None;
         loop {
             let Some(line) = reader.next_line().await else {
                 return Err(LoginError::Closed("end of stream".into()));
             };
-            match ServerLine::parse(&line?) {
-                Some(ServerLine::NickPrompt) => writer.send_line(nick).await?,
-                Some(ServerLine::PassPrompt) => writer.send_line(password).await?,
-                Some(ServerLine::NewPassPrompt) => return Err(LoginError::NeedsNewPassword),
-                Some(welcome @ ServerLine::Welcome { .. }) => return Ok(welcome),
-                Some(ServerLine::Err {
-                    code: ErrorCode::AuthFailed,
-                    ..
-                }) => return Err(LoginError::Refused),
-                Some(ServerLine::Bye(reason)) => {
+            match (ServerLine::parse(&line?), answers) {
+                (Some(ServerLine::NickPrompt), Some((nick, _))) => writer.send_line(nick).await?,
+                (Some(ServerLine::PassPrompt), Some((_, password))) => {
+                    writer.send_line(password).await?
+                }
+                (Some(ServerLine::NickPrompt | ServerLine::PassPrompt), None) => {
+                    return Err(LoginError::Refused)
+                }
+                (Some(ServerLine::NewPassPrompt), _) => {
+                    return Ok(LoginStep::NewPassword { problem })
+                }
+                (
+                    Some(ServerLine::Err {
+                        code: ErrorCode::BadArgs,
+                        text,
+                    }),
+                    _,
+                ) => problem = Some(text),
+                (Some(welcome @ ServerLine::Welcome { .. }), _) => {
+                    return Ok(LoginStep::Welcome(welcome))
+                }
+                (
+                    Some(ServerLine::Err {
+                        code: ErrorCode::AuthFailed,
+                        ..
+                    }),
+                    _,
+                ) => return Err(LoginError::Refused),
+                (Some(ServerLine::Bye(reason)), _) => {
                     return Err(LoginError::Closed(crate::client::render::bye_words(
                         &reason,
                     )))
@@ -124,7 +174,11 @@ async fn reconnect(account: &Account) -> Reconnected {
             (error.to_string(), permanent)
         })?;
     match log_in(&mut reader, &mut writer, &account.nick, &account.password).await {
-        Ok(welcome) => Ok(((reader, writer), welcome)),
+        Ok(LoginStep::Welcome(welcome)) => Ok(((reader, writer), welcome)),
+        Ok(LoginStep::NewPassword { .. }) => {
+            let error = LoginError::NeedsNewPassword;
+            Err((error.to_string(), error.is_final()))
+        }
         Err(error) => Err((error.to_string(), error.is_final())),
     }
 }
