@@ -98,6 +98,9 @@ settings! {
     /// the environment variable, a list in the file).
     #[arg(value_delimiter = ',')]
     hostname: Vec<String> = Vec::new(), "CHAT_HOSTNAME";
+    /// Seconds between checks of the certificate and key files for changes, which are then
+    /// loaded without a restart (0: only on SIGHUP).
+    cert_check_interval: u64 = 5, "CHAT_CERT_CHECK_INTERVAL";
     /// Seconds a connection has to log in.
     login_timeout: u64 = 30, "CHAT_LOGIN_TIMEOUT";
     /// Longest accepted line, in bytes.
