@@ -2,7 +2,7 @@
 //! next handshake while connections opened before go on; a bad file or a key that does not
 //! match is logged and the old certificate stays in service; an ACME-style full chain with
 //! an intermediate serves as it is, whatever the key's PEM form; a certificate close to its
-//! expiry is warned about.
+//! expiry is warned about; `--log-format json` writes one JSON object per line.
 
 mod common;
 
@@ -410,4 +410,37 @@ fn a_certificate_close_to_its_expiry_is_warned_about_at_start() {
     assert!(warning.contains("cert.pem"), "{warning}");
     assert!(warning.contains("CN=localhost"), "{warning}");
     assert!(warning.contains("renew"), "{warning}");
+}
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_line() {
+    let files = ServerFiles::new();
+    files.add_user("alice", PASSWORD).await;
+    // Starting at all shows the harness found the address inside the JSON line.
+    let server = ServerProcess::spawn(&files, &["--log-format", "json"]);
+    let mut alice = alice_logged_in(&files, &server).await;
+    still_chats(&mut alice, "hello in json").await;
+    alice.close().await;
+    server.signal("TERM");
+    server.wait_for_log("shutdown complete", WAIT);
+
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.len() >= 3, "{log:#?}");
+    for line in &log {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(object.get(key).is_some(), "no {key:?} in {line}");
+        }
+    }
+    let listening = format!("listening on {}", server.addr);
+    assert!(
+        log.iter().any(|line| {
+            let object: serde_json::Value = serde_json::from_str(line).unwrap();
+            object["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&listening))
+        }),
+        "{log:#?}"
+    );
 }

@@ -20,7 +20,7 @@ use tlschat::Config;
 
 mod settings;
 
-use settings::{DurabilityArg, Settings, SettingsArgs};
+use settings::{DurabilityArg, LogFormat, Settings, SettingsArgs};
 
 /// A TLS chat server with password-checked nicknames.
 #[derive(Debug, Parser)]
@@ -68,11 +68,15 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_new(&settings.log).expect("checked above");
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Flattened: the message is a top-level key beside the level and the timestamp,
+        // where log collectors look for it.
+        LogFormat::Json => logs.with_ansi(false).json().flatten_event(true).init(),
+    }
     match serve(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -16,6 +16,16 @@ pub enum DurabilityArg {
     PowerLoss,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])+
@@ -158,6 +168,9 @@ settings! {
     durability: DurabilityArg = DurabilityArg::PowerLoss, "CHAT_DURABILITY";
     /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
     log: String = "info".into(), "CHAT_LOG";
+    /// Log format on stderr: `text`, or `json` (one object per line).
+    #[arg(value_enum)]
+    log_format: LogFormat = LogFormat::Text, "CHAT_LOG_FORMAT";
 }
 
 /// Reads a config file; an unknown key or a wrong type is an error naming the file, the
