@@ -18,19 +18,7 @@ const ALICE_PASSWORD: &str = "correct horse battery staple";
 const BOB_PASSWORD: &str = "bobs password 123";
 
 fn openssl_available() -> bool {
-    match Command::new("openssl")
-        .arg("version")
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(output) if output.status.success() => true,
-        // CI installs openssl (.ci/run), so there a missing binary is a failure, not a skip.
-        _ if std::env::var_os("CI").is_some() => panic!("CI must provide the `openssl` binary"),
-        _ => {
-            eprintln!("note: no usable `openssl` binary; skipping the s_client tests");
-            false
-        }
-    }
+    common::openssl_available("the s_client tests")
 }
 
 /// One `openssl s_client` process; every read is bounded by [`WAIT`].

@@ -23,6 +23,18 @@ pub enum TlsError {
         path: PathBuf,
         source: rustls_pki_types::pem::Error,
     },
+    #[error("private key {path} rejected: {source}")]
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("certificate {path} rejected: {source}")]
+    BadCert {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("the key in {key} does not match the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("certificate or key rejected: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("no usable trusted root certificates (system store empty and no --ca given)")]

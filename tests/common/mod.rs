@@ -450,8 +450,8 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = addr_tx.send(addr.trim().to_owned());
+                if let Some(addr) = listen_address(&line) {
+                    let _ = addr_tx.send(addr.to_owned());
                 }
                 log_writer.lock().unwrap().push(line);
             }
@@ -478,6 +478,22 @@ impl ServerProcess {
         assert!(status.success());
     }
 
+    /// The first log line containing `needle`, waiting up to `limit` for it.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {limit:?}; the log: {:#?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the process to exit and returns its status.
     pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
@@ -494,10 +510,36 @@ impl ServerProcess {
     }
 }
 
+/// The address in a log line saying `listening on ADDR`, as text or inside a JSON object;
+/// the address ends where a space, a comma or the string's closing quote begins.
+pub fn listen_address(line: &str) -> Option<&str> {
+    let rest = line.split("listening on ").nth(1)?;
+    rest.split(|c: char| c.is_whitespace() || c == ',' || c == '"')
+        .next()
+        .filter(|addr| !addr.is_empty())
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether an `openssl` binary can be run; without one, `skipping` is skipped with a note.
+/// CI installs openssl (.ci/run), so there a missing binary is a failure, not a skip.
+pub fn openssl_available(skipping: &str) -> bool {
+    match Command::new("openssl")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(output) if output.status.success() => true,
+        _ if std::env::var_os("CI").is_some() => panic!("CI must provide the `openssl` binary"),
+        _ => {
+            eprintln!("note: no usable `openssl` binary; skipping {skipping}");
+            false
+        }
     }
 }
 

@@ -9,16 +9,18 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use tlschat::net::{certs, tls};
+use tlschat::net::certs;
+use tlschat::net::reload::{self, CertReloader};
 use tlschat::store::{Durability, Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
 mod settings;
 
-use settings::{DurabilityArg, Settings, SettingsArgs};
+use settings::{DurabilityArg, LogFormat, Settings, SettingsArgs};
 
 /// A TLS chat server with password-checked nicknames.
 #[derive(Debug, Parser)]
@@ -66,11 +68,15 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_new(&settings.log).expect("checked above");
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Flattened: the message is a top-level key beside the level and the timestamp,
+        // where log collectors look for it.
+        LogFormat::Json => logs.with_ansi(false).json().flatten_event(true).init(),
+    }
     match serve(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -89,7 +95,7 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
     EnvFilter::try_new(&settings.log)
         .map_err(|error| anyhow::anyhow!("bad log filter {:?}: {error}", settings.log))?;
     if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
-        tls::server_config(cert, key)?;
+        reload::load(cert, key)?;
     }
     Ok(())
 }
@@ -97,10 +103,8 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
 async fn serve(args: Settings) -> anyhow::Result<()> {
     let config = config_from(&args);
     let (cert, key) = certificate_paths(&args)?;
-    let tls_config = tls::server_config(&cert, &key)?;
+    let (reloader, tls_config) = CertReloader::start(&cert, &key)?;
     raise_descriptor_limit(config.max_connections);
-    let leaf = tls::load_certs(&cert)?;
-    let fingerprint = tls::fingerprint_sha256(&leaf[0]);
 
     let durability = Durability::from(args.durability);
     let store = Store::open_with_durability(&args.db, DEFAULT_BUSY_TIMEOUT, durability)
@@ -112,12 +116,6 @@ async fn serve(args: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
 
-    tracing::info!(
-        "tlschat {} with SQLite {sqlite_version}, database {}",
-        env!("CARGO_PKG_VERSION"),
-        args.db.display()
-    );
-    tracing::info!("certificate {} (SHA-256 {fingerprint})", cert.display());
     let ca = certs::CertPaths::in_dir(&args.certs_dir).ca_cert;
     if args.cert.is_none() && ca.exists() {
         let port = local.port();
@@ -127,7 +125,20 @@ async fn serve(args: Settings) -> anyhow::Result<()> {
             "or: openssl s_client -quiet -crlf -verify_return_error -CAfile {ca} -verify_hostname localhost -connect localhost:{port}"
         );
     }
-    tracing::info!("listening on {local}");
+    let reload_requests = reload_requests()?;
+    // One line with everything an operator checks first; the tests find the address by
+    // its `listening on ADDR`.
+    tracing::info!(
+        "tlschat {} listening on {local}, database {} (SQLite {sqlite_version}), certificate {}: {}",
+        env!("CARGO_PKG_VERSION"),
+        args.db.display(),
+        cert.display(),
+        reloader.info().describe()
+    );
+    reloader.info().warn_if_expiring(&cert, chrono::Utc::now());
+    let check_every =
+        (args.cert_check_interval > 0).then(|| Duration::from_secs(args.cert_check_interval));
+    tokio::spawn(reloader.watch(check_every, reload_requests));
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -226,6 +237,27 @@ fn log_generated(generated: &certs::Generated) {
         show(&generated.paths.server_cert),
         show(&generated.paths.server_key)
     );
+}
+
+/// SIGHUP asks for the certificate to be reloaded. The handler is installed before the
+/// server says it listens, so from then on a SIGHUP reloads instead of ending the process
+/// (its default action).
+fn reload_requests() -> anyhow::Result<mpsc::Receiver<&'static str>> {
+    let (requests, received) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // A reload already waiting reads the files after this signal too.
+                let _ = requests.try_send("SIGHUP");
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(requests);
+    Ok(received)
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -16,6 +16,16 @@ pub enum DurabilityArg {
     PowerLoss,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])+
@@ -98,6 +108,9 @@ settings! {
     /// the environment variable, a list in the file).
     #[arg(value_delimiter = ',')]
     hostname: Vec<String> = Vec::new(), "CHAT_HOSTNAME";
+    /// Seconds between checks of the certificate and key files for changes, which are then
+    /// loaded without a restart (0: only on SIGHUP).
+    cert_check_interval: u64 = 5, "CHAT_CERT_CHECK_INTERVAL";
     /// Seconds a connection has to log in.
     login_timeout: u64 = 30, "CHAT_LOGIN_TIMEOUT";
     /// Longest accepted line, in bytes.
@@ -157,6 +170,9 @@ settings! {
     durability: DurabilityArg = DurabilityArg::PowerLoss, "CHAT_DURABILITY";
     /// Log filter, e.g. `info`, `debug`, `tlschat=debug`.
     log: String = "info".into(), "CHAT_LOG";
+    /// Log format on stderr: `text`, or `json` (one object per line).
+    #[arg(value_enum)]
+    log_format: LogFormat = LogFormat::Text, "CHAT_LOG_FORMAT";
 }
 
 /// Reads a config file; an unknown key or a wrong type is an error naming the file, the
