@@ -525,7 +525,7 @@ fn gen_cert(dir: &std::path::Path, hostnames: &[String]) -> anyhow::Result<()> {
     println!("SHA-256 fingerprint: {}", generated.fingerprint);
     let host = hostnames.first().map_or("localhost", String::as_str);
     let ca = paths.ca_cert.display();
-    println!("Restart chat-server to use it. Clients trust it with:");
+    println!("A running chat-server picks it up within seconds (or at once on SIGHUP). Clients trust it with:");
     println!("  chat {host}:7777 --ca {ca}");
     println!("  openssl s_client -quiet -crlf -verify_return_error -CAfile {ca} -verify_hostname {host} -connect {host}:7777");
     Ok(())
