@@ -1,6 +1,7 @@
 //! Background tasks between the hub and the store: account events in, presence out, old
 //! history away. Each runs until `stop`, and none of them is on a message's path.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -8,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{HubHandle, Presence, Request};
 use crate::protocol::now_millis;
-use crate::store::{Store, HEARTBEAT_EVERY};
+use crate::store::{AccountId, OnlineAccount, Store, HEARTBEAT_EVERY};
 
 /// How often the store is asked for account events. Two seconds is the promise for ending
 /// a locked account's sessions; polling at a quarter of it leaves room for a slow disk.
@@ -69,6 +70,10 @@ pub(super) async fn publish_status(
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What the table holds, so each publication writes only the accounts that changed: with
+    // thousands online, rewriting every row would hold the writer, which the chat's
+    // messages share, for tens of milliseconds every time someone comes or goes.
+    let mut published: HashMap<AccountId, OnlineAccount> = HashMap::new();
     loop {
         let result = tokio::select! {
             () = stop.cancelled() => break,
@@ -78,7 +83,12 @@ pub(super) async fn publish_status(
                 }
                 let online = presence.borrow_and_update().clone();
                 heartbeat.reset();
-                store.publish_online(&online).await
+                let (changed, gone) = presence_changes(&published, &online);
+                let result = store.publish_online_changes(&changed, &gone).await;
+                if result.is_ok() {
+                    published = online.iter().map(|a| (a.account_id, a.clone())).collect();
+                }
+                result
             }
             _ = heartbeat.tick() => store.heartbeat().await,
         };
@@ -89,6 +99,25 @@ pub(super) async fn publish_status(
     if let Err(error) = store.publish_stop().await {
         tracing::debug!(%error, "cannot clear the server's status");
     }
+}
+
+/// The accounts of `now` that are new or differ from `before`, and those of `before` gone.
+fn presence_changes(
+    before: &HashMap<AccountId, OnlineAccount>,
+    now: &[OnlineAccount],
+) -> (Vec<OnlineAccount>, Vec<AccountId>) {
+    let changed = now
+        .iter()
+        .filter(|account| before.get(&account.account_id) != Some(account))
+        .cloned()
+        .collect();
+    let still: HashSet<AccountId> = now.iter().map(|a| a.account_id).collect();
+    let gone = before
+        .keys()
+        .filter(|id| !still.contains(id))
+        .copied()
+        .collect();
+    (changed, gone)
 }
 
 /// Every hour (and soon after start): deletes messages older than `history_days` (when it
@@ -130,5 +159,33 @@ async fn prune_history(store: &Store, before: i64, stop: &CancellationToken) {
     }
     if deleted > 0 {
         tracing::info!(deleted, "deleted messages older than the history retention");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(id: AccountId, connections: i64) -> OnlineAccount {
+        OnlineAccount {
+            account_id: id,
+            nick: format!("user{id}"),
+            connections,
+            since: 1,
+        }
+    }
+
+    #[test]
+    fn only_changed_accounts_are_written() {
+        let before: HashMap<AccountId, OnlineAccount> = [online(1, 1), online(2, 1), online(3, 2)]
+            .into_iter()
+            .map(|a| (a.account_id, a))
+            .collect();
+        let now = [online(1, 1), online(3, 1), online(4, 1)];
+        let (changed, mut gone) = presence_changes(&before, &now);
+        gone.sort();
+        assert_eq!(changed, [online(3, 1), online(4, 1)]);
+        assert_eq!(gone, [2]);
+        assert_eq!(presence_changes(&HashMap::new(), &[]), (vec![], vec![]));
     }
 }

@@ -72,15 +72,26 @@ impl Store {
         .await
     }
 
-    /// Replaces the published list of who is online and refreshes the heartbeat.
-    pub async fn publish_online(&self, online: &[OnlineAccount]) -> Result<(), StoreError> {
+    /// Updates the published list of who is online (`changed` accounts written anew,
+    /// `gone` ones removed) and refreshes the heartbeat, in one transaction.
+    pub async fn publish_online_changes(
+        &self,
+        changed: &[OnlineAccount],
+        gone: &[AccountId],
+    ) -> Result<(), StoreError> {
         self.write(|mut conn| async move {
             let result = async {
                 let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                sqlx::query("DELETE FROM online").execute(&mut *tx).await?;
-                for account in online {
+                for account in gone {
+                    sqlx::query("DELETE FROM online WHERE account_id = ?")
+                        .bind(account)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for account in changed {
                     sqlx::query(
-                        "INSERT INTO online (account_id, nick, connections, since) VALUES (?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO online (account_id, nick, connections, since)
+                         VALUES (?, ?, ?, ?)",
                     )
                     .bind(account.account_id)
                     .bind(&account.nick)
