@@ -18,6 +18,20 @@ use tlschat::net::certs;
 use tlschat::protocol::{format_timestamp, now_millis, Nick};
 use tlschat::store::{Role, Store, HEARTBEAT_EVERY};
 
+/// `println!` for output that may be piped into `head` or `grep -q`: a reader that has
+/// gone is the end of the job, not a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("cannot write to standard output: {error}");
+        }
+    }};
+}
+
 /// Manage tlschat accounts and certificates.
 ///
 /// Accounts one at a time with `adduser`, or many at once with `import FILE`, a file of
@@ -171,7 +185,7 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
             }
             let hash = new_password_hash(&nick, password_stdin).await?;
             store.create_account(&nick, &hash).await?;
-            println!("Added {nick}. They start in #general.");
+            out!("Added {nick}. They start in #general.");
         }
         Command::Invite { nick, validity } => {
             let nick = parse_nick(&nick)?;
@@ -181,7 +195,7 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
             if !store.delete_account(&nick).await? {
                 bail!("no user named {nick}");
             }
-            println!("Deleted {nick}. Their live sessions end within 2 seconds.");
+            out!("Deleted {nick}. Their live sessions end within 2 seconds.");
         }
         Command::Passwd {
             nick,
@@ -205,7 +219,7 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
             if store.set_password(&account.nick, &hash).await?.is_none() {
                 bail!("no user named {nick}");
             }
-            println!(
+            out!(
                 "Password of {} changed. Their live sessions end within 2 seconds.",
                 account.nick
             );
@@ -214,26 +228,26 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
             if !store.set_role(&nick, role).await? {
                 bail!("no user named {nick}");
             }
-            println!("{nick} is now {role}.");
+            out!("{nick} is now {role}.");
         }
         Command::Lock { nick } => {
             if !store.set_locked(&nick, true).await? {
                 bail!("no user named {nick}");
             }
-            println!("Locked {nick}. Their live sessions end within 2 seconds; chat-admin unlock {nick} undoes it.");
+            out!("Locked {nick}. Their live sessions end within 2 seconds; chat-admin unlock {nick} undoes it.");
         }
         Command::Unlock { nick } => {
             if !store.set_locked(&nick, false).await? {
                 bail!("no user named {nick}");
             }
-            println!("Unlocked {nick}.");
+            out!("Unlocked {nick}.");
         }
         Command::List => list(store).await?,
         Command::Status => status(store).await?,
         Command::Backup { file } => {
             store.backup_to(&file).await?;
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            println!("Backed up to {} ({size} bytes).", file.display());
+            out!("Backed up to {} ({size} bytes).", file.display());
         }
         Command::GenCert { .. } | Command::Import { .. } => {
             unreachable!("handled before opening the database")
@@ -264,14 +278,14 @@ async fn issue_code(
         (true, false) => "Invite for the existing account",
         (false, _) => "Password reset for",
     };
-    println!("{what} {}.", issued.nick);
-    println!("One-time code: {code}");
-    println!(
+    out!("{what} {}.", issued.nick);
+    out!("One-time code: {code}");
+    out!(
         "It works once, for {} only, until {} ({valid_hours} h).",
         issued.nick,
         format_timestamp(expires_at)
     );
-    println!(
+    out!(
         "They log in as {} with the code as the password and then choose their own password.",
         issued.nick
     );
@@ -281,7 +295,7 @@ async fn issue_code(
 async fn list(store: &Store) -> anyhow::Result<()> {
     let accounts = store.list_accounts().await?;
     if accounts.is_empty() {
-        println!("No accounts yet. Add one with: chat-admin invite NICK");
+        out!("No accounts yet. Add one with: chat-admin invite NICK");
     }
     let now = now_millis();
     for account in accounts {
@@ -299,7 +313,7 @@ async fn list(store: &Store) -> anyhow::Result<()> {
         if !account.has_password {
             notes.push("no password yet".to_owned());
         }
-        println!(
+        out!(
             "{:<32}  {:<6}  created {}  in {} room(s){}",
             account.nick,
             account.role,
@@ -321,7 +335,7 @@ async fn status(store: &Store) -> anyhow::Result<()> {
     let stale_after = 3 * HEARTBEAT_EVERY.as_millis() as i64;
     match &server {
         Some(server) if now - server.heartbeat_at <= stale_after => {
-            println!(
+            out!(
                 "Server running: tlschat {}, pid {}, listening on {}, up since {}.",
                 server.version,
                 server.pid,
@@ -330,23 +344,23 @@ async fn status(store: &Store) -> anyhow::Result<()> {
             );
         }
         Some(server) => {
-            println!(
+            out!(
                 "The server is not running (pid {} last reported at {}; it did not stop cleanly).",
                 server.pid,
                 format_timestamp(server.heartbeat_at)
             );
         }
-        None => println!("The server is not running."),
+        None => out!("The server is not running."),
     }
     let running = server.is_some_and(|s| now - s.heartbeat_at <= stale_after);
     if running {
         let connections: i64 = online.iter().map(|a| a.connections).sum();
-        println!(
+        out!(
             "Online: {} account(s), {connections} connection(s).",
             online.len()
         );
         for account in &online {
-            println!(
+            out!(
                 "  {:<32}  {} connection(s)  since {}",
                 account.nick,
                 account.connections,
@@ -354,14 +368,14 @@ async fn status(store: &Store) -> anyhow::Result<()> {
             );
         }
     }
-    println!("Rooms:");
+    out!("Rooms:");
     for room in rooms {
         let online = if running {
             format!("  {} online", room.online)
         } else {
             String::new()
         };
-        println!("  {:<33}  {} member(s){online}", room.name, room.members);
+        out!("  {:<33}  {} member(s){online}", room.name, room.members);
     }
     Ok(())
 }
@@ -417,7 +431,7 @@ async fn import(db: &Path, file: Option<&Path>, skip_existing: bool) -> anyhow::
     let result = import_into(&store, &source, list.accounts, skip_existing).await;
     store.close().await;
     let (imported, skipped) = result?;
-    println!(
+    out!(
         "imported {imported} accounts (skipped {skipped} existing) in {:.1}s",
         started.elapsed().as_secs_f64()
     );
@@ -508,25 +522,25 @@ fn gen_cert(dir: &std::path::Path, hostnames: &[String]) -> anyhow::Result<()> {
     let generated = certs::generate(dir, hostnames)?;
     let paths = &generated.paths;
     if generated.new_ca {
-        println!(
+        out!(
             "New development CA:  {} (key {}, mode 0600)",
             paths.ca_cert.display(),
             paths.ca_key.display()
         );
     } else {
-        println!("Signed by the existing CA {}", paths.ca_cert.display());
+        out!("Signed by the existing CA {}", paths.ca_cert.display());
     }
-    println!(
+    out!(
         "Server certificate:  {} (key {}, mode 0600)",
         paths.server_cert.display(),
         paths.server_key.display()
     );
-    println!("Valid for:           {}", generated.names.join(", "));
-    println!("SHA-256 fingerprint: {}", generated.fingerprint);
+    out!("Valid for:           {}", generated.names.join(", "));
+    out!("SHA-256 fingerprint: {}", generated.fingerprint);
     let host = hostnames.first().map_or("localhost", String::as_str);
     let ca = paths.ca_cert.display();
-    println!("A running chat-server picks it up within seconds (or at once on SIGHUP). Clients trust it with:");
-    println!("  chat {host}:7777 --ca {ca}");
-    println!("  openssl s_client -quiet -crlf -verify_return_error -CAfile {ca} -verify_hostname {host} -connect {host}:7777");
+    out!("A running chat-server picks it up within seconds (or at once on SIGHUP). Clients trust it with:");
+    out!("  chat {host}:7777 --ca {ca}");
+    out!("  openssl s_client -quiet -crlf -verify_return_error -CAfile {ca} -verify_hostname {host} -connect {host}:7777");
     Ok(())
 }
