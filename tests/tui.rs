@@ -344,6 +344,11 @@ async fn a_new_teammate_logs_in_with_an_invite_code_and_chooses_a_password() {
     })
     .await;
     tmux.type_line("carol", "hello, I am new here");
+    // On the screen once the server has stored it and echoed it back.
+    tmux.wait_for("carol", "her message", |s| {
+        s.contains("<carol> hello, I am new here")
+    })
+    .await;
 
     let mut again = server.login("carol", "carols own passphrase").await;
     again.send("/history #general 5").await;

@@ -133,9 +133,13 @@ enum Command {
 struct Validity {
     /// Hours the code stays valid.
     #[arg(long, env = "CHAT_INVITE_HOURS", default_value_t = invite::DEFAULT_VALID_HOURS,
-          value_parser = clap::value_parser!(u32).range(1..=24 * 365))]
+          value_parser = clap::value_parser!(u32).range(1..=MAX_VALID_HOURS))]
     valid_hours: u32,
 }
+
+/// Thirty days: a code is a password anyone holding it can use, and 60 bits stored as a
+/// plain SHA-256 should not have to resist a stolen backup for longer.
+const MAX_VALID_HOURS: i64 = 30 * 24;
 
 fn parse_role(word: &str) -> Result<Role, String> {
     word.parse()

@@ -314,7 +314,7 @@ async fn login(
             }
             Some(ServerLine::NewPassPrompt) => {
                 let problem = last_refusal.take();
-                let password = if interactive && env_password.is_none() && !args.password_stdin {
+                let password = if interactive && !args.password_stdin {
                     tokio::task::spawn_blocking(move || choose_password(problem)).await??
                 } else {
                     // Scripted: the line after the code is the new password.

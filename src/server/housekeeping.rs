@@ -23,21 +23,27 @@ const DAY_MILLIS: i64 = 24 * 3600 * 1000;
 /// Hands every account event written after the server started (by `chat-admin` or by this
 /// server) to the hub, in order.
 pub(super) async fn forward_account_events(store: Store, hub: HubHandle, stop: CancellationToken) {
-    let mut seen = match store.last_account_event_id().await {
-        Ok(id) => id,
-        Err(error) => {
-            tracing::error!(%error, "cannot read account events; lock and deluser apply at the next login only");
-            return;
-        }
-    };
     let mut tick = tokio::time::interval(EVENT_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let events = match store.account_events_after(seen).await {
+        // Sessions logged in before the first read carry a mark no older than it, so
+        // nothing they must learn of is skipped by starting there.
+        let after = match seen {
+            Some(after) => after,
+            None => match store.last_account_event_id().await {
+                Ok(id) => *seen.insert(id),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read account events; trying again");
+                    continue;
+                }
+            },
+        };
+        let events = match store.account_events_after(after).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::debug!(%error, "cannot read account events");
@@ -45,7 +51,7 @@ pub(super) async fn forward_account_events(store: Store, hub: HubHandle, stop: C
             }
         };
         for event in events {
-            seen = event.id;
+            seen = Some(event.id);
             if !hub.send(Request::Account(event)).await {
                 return;
             }
@@ -62,12 +68,7 @@ pub(super) async fn publish_status(
     stop: CancellationToken,
 ) {
     let version = env!("CARGO_PKG_VERSION");
-    if let Err(error) = store
-        .publish_start(std::process::id(), version, &listen)
-        .await
-    {
-        tracing::warn!(%error, "cannot publish the server's status; chat-admin status will not see it");
-    }
+    let mut started = false;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // What the table holds, so each publication writes only the accounts that changed: with
@@ -75,25 +76,39 @@ pub(super) async fn publish_status(
     // messages share, for tens of milliseconds every time someone comes or goes.
     let mut published: HashMap<AccountId, OnlineAccount> = HashMap::new();
     loop {
-        let result = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => break,
             changed = presence.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let online = presence.borrow_and_update().clone();
                 heartbeat.reset();
-                let (changed, gone) = presence_changes(&published, &online);
-                let result = store.publish_online_changes(&changed, &gone).await;
-                if result.is_ok() {
-                    published = online.iter().map(|a| (a.account_id, a.clone())).collect();
-                }
-                result
             }
-            _ = heartbeat.tick() => store.heartbeat().await,
+            _ = heartbeat.tick() => {}
+        }
+        if !started {
+            match store
+                .publish_start(std::process::id(), version, &listen)
+                .await
+            {
+                Ok(()) => started = true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot publish the server's status; trying again");
+                    continue;
+                }
+            }
+        }
+        // Whatever failed to be written last time is in this difference again.
+        let online = presence.borrow_and_update().clone();
+        let (changed, gone) = presence_changes(&published, &online);
+        let result = if changed.is_empty() && gone.is_empty() {
+            store.heartbeat().await
+        } else {
+            store.publish_online_changes(&changed, &gone).await
         };
-        if let Err(error) = result {
-            tracing::debug!(%error, "cannot publish the server's status");
+        match result {
+            Ok(()) => published = online.iter().map(|a| (a.account_id, a.clone())).collect(),
+            Err(error) => tracing::debug!(%error, "cannot publish the server's status"),
         }
     }
     if let Err(error) = store.publish_stop().await {

@@ -28,6 +28,9 @@ pub type Presence = Arc<Vec<crate::store::OnlineAccount>>;
 
 /// How often the hub publishes who is online, when that changed.
 const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the hub remembers account events for logins that checked their password before
+/// the event and reach the hub after it: far longer than any login can take.
+const REMEMBER_EVENTS: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Identifies one connection for the hub's lifetime.
 pub type SessionId = u64;
@@ -43,6 +46,9 @@ pub enum Request {
         /// The newest account event that existed when the password was checked: later ones
         /// (a lock, a reset racing this login) still apply to this session.
         events_seen: i64,
+        /// The event this login itself caused (setting a password with a one-time code),
+        /// which must not end it.
+        own_event: Option<i64>,
         outbox: Arc<Outbox>,
     },
     Logout {
@@ -94,7 +100,10 @@ pub enum Request {
     /// account's other sessions.
     SetPassword {
         session: SessionId,
-        password_hash: String,
+        /// The hash the old password was verified against: the change is made only if it
+        /// is still the account's (no reset or lock came in between).
+        old_hash: String,
+        new_hash: String,
     },
     /// A change to an account, read from the store, made by this or another process.
     Account(AccountEvent),
@@ -162,6 +171,8 @@ struct SessionState {
     account: AccountId,
     /// Account events up to this id were in force when the session logged in.
     events_seen: i64,
+    /// Events this session caused (its password changes), which end only the others.
+    own_events: Vec<i64>,
     outbox: Arc<Outbox>,
     /// Where plain text goes; per connection, so two devices can look at different rooms.
     current: Option<RoomName>,
@@ -204,6 +215,7 @@ struct LoginRequest {
     nick: String,
     role: Role,
     events_seen: i64,
+    own_event: Option<i64>,
 }
 
 /// How an account event that ends sessions looks to the rooms and to the sessions.
@@ -259,8 +271,8 @@ struct Hub {
     last_stored_id: i64,
     /// The newest event that ended an account's sessions, and the newest role change, for a
     /// login that checked its password before the event and reaches the hub after it.
-    ended: HashMap<AccountId, AccountEvent>,
-    roles: HashMap<AccountId, (i64, Role)>,
+    ended: HashMap<AccountId, (AccountEvent, std::time::Instant)>,
+    roles: HashMap<AccountId, (i64, Role, std::time::Instant)>,
     presence: watch::Sender<Presence>,
     presence_changed: bool,
 }
@@ -278,7 +290,10 @@ impl Hub {
             tokio::select! {
                 biased;
                 // First, or a hub that always has requests would never get to it.
-                _ = presence_tick.tick() => self.publish_presence(),
+                _ = presence_tick.tick() => {
+                    self.publish_presence();
+                    self.forget_old_events();
+                }
                 received = self.rx.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         break;
@@ -325,6 +340,7 @@ impl Hub {
                 nick,
                 role,
                 events_seen,
+                own_event,
                 outbox,
             } => {
                 let login = LoginRequest {
@@ -333,6 +349,7 @@ impl Hub {
                     nick,
                     role,
                     events_seen,
+                    own_event,
                 };
                 self.login(login, outbox).await
             }
@@ -343,8 +360,9 @@ impl Hub {
             } => self.kick(session, &nick, &reason),
             Request::SetPassword {
                 session,
-                password_hash,
-            } => self.set_password(session, &password_hash).await,
+                old_hash,
+                new_hash,
+            } => self.set_password(session, &old_hash, &new_hash).await,
             Request::Account(event) => self.apply_account_event(event),
             Request::Logout {
                 session,
@@ -568,15 +586,16 @@ impl Hub {
             nick,
             mut role,
             events_seen,
+            own_event,
         } = login;
-        if let Some(event) = self.ended.get(&account_id) {
-            if event.id > events_seen {
+        if let Some((event, _)) = self.ended.get(&account_id) {
+            if event.id > events_seen && Some(event.id) != own_event {
                 let (_, bye) = ending(event.kind);
                 outbox.close(Some(&ServerLine::Bye(bye)));
                 return;
             }
         }
-        if let Some((id, newer)) = self.roles.get(&account_id) {
+        if let Some((id, newer, _)) = self.roles.get(&account_id) {
             if *id > events_seen {
                 role = *newer;
             }
@@ -615,6 +634,7 @@ impl Hub {
             SessionState {
                 account: account_id,
                 events_seen,
+                own_events: own_event.into_iter().collect(),
                 outbox: outbox.clone(),
                 current: current.clone(),
             },
@@ -811,25 +831,32 @@ impl Hub {
         self.reply(session, ServerLine::info(format!("Kicked {target_nick}.")));
     }
 
-    async fn set_password(&mut self, session: SessionId, password_hash: &str) {
+    async fn set_password(&mut self, session: SessionId, old_hash: &str, new_hash: &str) {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
         let account = state.account;
         let nick = self.accounts[&account].nick.clone();
-        let event = match self.store.set_password(&nick, password_hash).await {
+        let event = match self
+            .store
+            .replace_password(account, old_hash, new_hash)
+            .await
+        {
             Ok(Some(event)) => event,
             Ok(None) => {
-                return self.reply_err(session, ErrorCode::AuthFailed, "Your account is gone")
+                let text = "Your password was changed elsewhere or your account locked; \
+                            nothing was changed";
+                return self.reply_err(session, ErrorCode::AuthFailed, text);
             }
             Err(error) => return self.storage_error(session, error),
         };
         tracing::info!(%nick, "password changed");
         if let Some(state) = self.sessions.get_mut(&session) {
-            state.events_seen = event;
+            state.own_events.push(event);
         }
-        // The event reaches the hub again through the store; by then this session is newer
-        // than it, so it ends only the others, which end here at once.
+        // The event reaches the hub again through the store and then spares this session;
+        // the others end here at once. Events written before it still apply to this session
+        // too, so a lock that is not yet read is not escaped by changing the password.
         self.end_sessions_before(AccountEvent {
             id: event,
             account,
@@ -841,16 +868,33 @@ impl Hub {
     fn apply_account_event(&mut self, event: AccountEvent) {
         match event.kind {
             EventKind::Role(role) => {
-                self.roles.insert(event.account, (event.id, role));
+                let now = std::time::Instant::now();
+                self.roles.insert(event.account, (event.id, role, now));
                 if let Some(account) = self.accounts.get_mut(&event.account) {
                     account.role = role;
                 }
             }
             EventKind::Locked | EventKind::Deleted | EventKind::Password => {
-                self.ended.insert(event.account, event);
+                let now = std::time::Instant::now();
+                self.ended.insert(event.account, (event, now));
                 self.end_sessions_before(event);
             }
         }
+        // Events arrive in order: the sessions' own events up to this one are behind them.
+        for session in self.account_sessions(event.account) {
+            if let Some(state) = self.sessions.get_mut(&session) {
+                state.own_events.retain(|own| *own > event.id);
+            }
+        }
+    }
+
+    /// Forgets events no login still in progress can predate: a login checks its password at
+    /// most a login timeout or two before it reaches the hub.
+    fn forget_old_events(&mut self) {
+        let now = std::time::Instant::now();
+        let fresh = |at: &std::time::Instant| now.duration_since(*at) < REMEMBER_EVENTS;
+        self.ended.retain(|_, (_, at)| fresh(at));
+        self.roles.retain(|_, (_, _, at)| fresh(at));
     }
 
     /// Ends the account's sessions that logged in before `event`.
@@ -860,9 +904,9 @@ impl Hub {
             .account_sessions(event.account)
             .into_iter()
             .filter(|s| {
-                self.sessions
-                    .get(s)
-                    .is_some_and(|state| state.events_seen < event.id)
+                self.sessions.get(s).is_some_and(|state| {
+                    state.events_seen < event.id && !state.own_events.contains(&event.id)
+                })
             })
             .collect();
         if !older.is_empty() {
@@ -1261,6 +1305,7 @@ mod tests {
             nick: nick.into(),
             role: Role::Member,
             events_seen: 0,
+            own_event: None,
             outbox: outbox.clone(),
         }
     }

@@ -72,6 +72,8 @@ struct LoggedIn {
     role: Role,
     /// The newest account event the login already reflects; see `Request::Login`.
     events_seen: i64,
+    /// The password event this login wrote itself (with a one-time code).
+    own_event: Option<i64>,
 }
 
 /// What the password check found.
@@ -83,6 +85,7 @@ enum Checked {
         code_hash: String,
         nick: String,
         role: Role,
+        events_seen: i64,
     },
     Failed,
 }
@@ -141,8 +144,9 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 code_hash,
                 nick,
                 role,
+                events_seen,
             } => {
-                let choosing = self.new_password(account, code_hash, nick, role);
+                let choosing = self.new_password(account, code_hash, nick, role, events_seen);
                 match tokio::time::timeout(login_timeout, choosing).await {
                     Ok(Some(logged_in)) => logged_in,
                     Ok(None) => return,
@@ -160,6 +164,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             nick: logged_in.nick.clone(),
             role: logged_in.role,
             events_seen: logged_in.events_seen,
+            own_event: logged_in.own_event,
             outbox: self.outbox.clone(),
         };
         if !self.shared.hub.send(login).await {
@@ -361,6 +366,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 nick: account.nick,
                 role: account.role.0,
                 events_seen: account.events_seen,
+                own_event: None,
             }));
         }
         let code_valid = account
@@ -373,6 +379,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     code_hash: typed,
                     nick: account.nick,
                     role: account.role.0,
+                    events_seen: account.events_seen,
                 })
             }
             _ => Ok(Checked::Failed),
@@ -389,6 +396,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         code_hash: String,
         nick: String,
         role: Role,
+        events_seen: i64,
     ) -> Option<LoggedIn> {
         let password = loop {
             self.send(ServerLine::NewPassPrompt);
@@ -413,9 +421,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     account,
                     nick,
                     role,
-                    // The password event just written: it ends the account's other sessions,
-                    // not this one.
-                    events_seen: event,
+                    // Events since the code was checked (a role change while the password
+                    // was being chosen) still apply; the password event just written ends
+                    // the account's other sessions, not this one.
+                    events_seen,
+                    own_event: Some(event),
                 });
             }
             Ok(None) => (
@@ -548,7 +558,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 .await;
         }
         let shared = self.shared.clone();
-        let result = async {
+        let result: Result<Option<(String, String)>, String> = async {
             let account = shared
                 .store
                 .find_account(&me.nick)
@@ -557,27 +567,29 @@ impl<R: AsyncRead + Unpin> Session<R> {
             let Some(account) = account.filter(|a| a.id == me.account) else {
                 return Ok(None);
             };
+            let old_hash = account.password_hash;
             let verified = shared
                 .passwords
-                .verify(Some(account.password_hash), old)
+                .verify(Some(old_hash.clone()), old)
                 .await
                 .map_err(|e| e.to_string())?;
             if !verified {
                 return Ok(None);
             }
-            shared
+            let new_hash = shared
                 .passwords
                 .hash(new)
                 .await
-                .map(Some)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(Some((old_hash, new_hash)))
         }
         .await;
         let answer = match result {
-            Ok(Some(password_hash)) => {
+            Ok(Some((old_hash, new_hash))) => {
                 let request = Request::SetPassword {
                     session: self.id,
-                    password_hash,
+                    old_hash,
+                    new_hash,
                 };
                 let _ = self.shared.hub.send(request).await;
                 return;

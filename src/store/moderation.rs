@@ -124,11 +124,14 @@ pub struct IssuedInvite {
 impl Store {
     /// The account named `nick` (case-insensitively) with its outstanding code, if any.
     pub async fn find_login(&self, nick: &str) -> Result<Option<LoginAccount>, StoreError> {
-        // One statement, so the account and the event high-water mark are one snapshot.
+        // One statement, so the account and the event high-water mark are one snapshot. The
+        // mark comes from AUTOINCREMENT's counter, not MAX(id): old events are deleted, and
+        // an empty table must not make every earlier event look newer than the login.
         Ok(sqlx::query_as(
             "SELECT a.id, a.nick, a.password_hash, a.role, a.locked,
                     i.code_hash AS invite_hash, i.expires_at AS invite_expires_at,
-                    (SELECT COALESCE(MAX(id), 0) FROM account_events) AS events_seen
+                    (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence
+                     WHERE name = 'account_events') AS events_seen
              FROM accounts a LEFT JOIN invites i ON i.account_id = a.id
              WHERE a.nick = ?",
         )
@@ -188,6 +191,41 @@ impl Store {
             Some(password_hash),
             EventKind::Password,
         )
+        .await
+    }
+
+    /// Sets the password of an unlocked account whose hash is still `old_hash` (the one its
+    /// session just verified), so a change racing an admin's reset or lock loses. Returns the
+    /// event's id, or `None` when anything changed meanwhile.
+    pub async fn replace_password(
+        &self,
+        account: AccountId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write(|mut conn| async move {
+            let result = async {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let changed = sqlx::query(
+                    "UPDATE accounts SET password_hash = ?
+                     WHERE id = ? AND locked = 0 AND password_hash = ?",
+                )
+                .bind(new_hash)
+                .bind(account)
+                .bind(old_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed == 0 {
+                    return Ok(None);
+                }
+                let event = record_event(&mut tx, account, EventKind::Password).await?;
+                tx.commit().await?;
+                Ok(Some(event))
+            }
+            .await;
+            (conn, result)
+        })
         .await
     }
 
@@ -297,15 +335,15 @@ impl Store {
     }
 
     pub async fn last_account_event_id(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM account_events")
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'account_events'",
         )
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     /// Forgets events older than `before` (milliseconds) and codes that expired. A running
-    /// server reads events within a second of their writing, so an hour's are plenty.
+    /// server reads events within a second of their writing, so a day's are plenty.
     pub async fn prune_account_records(&self, before: i64) -> Result<(), StoreError> {
         self.write(|mut conn| async move {
             let result = async {
