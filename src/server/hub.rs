@@ -35,22 +35,26 @@ const REMEMBER_EVENTS: std::time::Duration = std::time::Duration::from_secs(600)
 /// Identifies one connection for the hub's lifetime.
 pub type SessionId = u64;
 
+/// A session whose password (or code) was accepted, asking to come online.
+#[derive(Debug)]
+pub struct Login {
+    pub session: SessionId,
+    pub account: AccountId,
+    pub nick: String,
+    pub role: Role,
+    /// The newest account event that existed when the password was checked: later ones
+    /// (a lock, a reset racing this login) still apply to this session.
+    pub events_seen: i64,
+    /// The event this login itself caused (setting a password with a one-time code), which
+    /// must not end it.
+    pub own_event: Option<i64>,
+    pub outbox: Arc<Outbox>,
+}
+
 /// Requests a logged-in session makes of the hub.
 #[derive(Debug)]
 pub enum Request {
-    Login {
-        session: SessionId,
-        account: AccountId,
-        nick: String,
-        role: Role,
-        /// The newest account event that existed when the password was checked: later ones
-        /// (a lock, a reset racing this login) still apply to this session.
-        events_seen: i64,
-        /// The event this login itself caused (setting a password with a one-time code),
-        /// which must not end it.
-        own_event: Option<i64>,
-        outbox: Arc<Outbox>,
-    },
+    Login(Login),
     Logout {
         session: SessionId,
         reason: LeaveReason,
@@ -208,16 +212,6 @@ struct LiveRoom {
     online: Vec<AccountId>,
 }
 
-/// The fields of `Request::Login` the hub keeps.
-struct LoginRequest {
-    session: SessionId,
-    account: AccountId,
-    nick: String,
-    role: Role,
-    events_seen: i64,
-    own_event: Option<i64>,
-}
-
 /// How an account event that ends sessions looks to the rooms and to the sessions.
 fn ending(kind: EventKind) -> (LeaveReason, ByeReason) {
     match kind {
@@ -334,25 +328,7 @@ impl Hub {
 
     async fn handle_control(&mut self, request: Request) {
         match request {
-            Request::Login {
-                session,
-                account,
-                nick,
-                role,
-                events_seen,
-                own_event,
-                outbox,
-            } => {
-                let login = LoginRequest {
-                    session,
-                    account,
-                    nick,
-                    role,
-                    events_seen,
-                    own_event,
-                };
-                self.login(login, outbox).await
-            }
+            Request::Login(login) => self.login(login).await,
             Request::Kick {
                 session,
                 nick,
@@ -579,14 +555,15 @@ impl Hub {
 
     // ---- presence -------------------------------------------------------------------------
 
-    async fn login(&mut self, login: LoginRequest, outbox: Arc<Outbox>) {
-        let LoginRequest {
+    async fn login(&mut self, login: Login) {
+        let Login {
             session,
             account: account_id,
             nick,
             mut role,
             events_seen,
             own_event,
+            outbox,
         } = login;
         if let Some((event, _)) = self.ended.get(&account_id) {
             if event.id > events_seen && Some(event.id) != own_event {
@@ -1299,7 +1276,7 @@ mod tests {
     }
 
     fn login(session: SessionId, account: AccountId, nick: &str, outbox: &Arc<Outbox>) -> Request {
-        Request::Login {
+        Request::Login(Login {
             session,
             account,
             nick: nick.into(),
@@ -1307,7 +1284,7 @@ mod tests {
             events_seen: 0,
             own_event: None,
             outbox: outbox.clone(),
-        }
+        })
     }
 
     /// Sends requests back to back: the hub takes them as one batch.

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::flood::{FloodGuard, Verdict};
-use super::hub::{Request, SessionId};
+use super::hub::{Login, Request, SessionId};
 use super::outbox::Outbox;
 use super::throttle::Decision;
 use super::Shared;
@@ -70,7 +70,7 @@ struct LoggedIn {
     account: AccountId,
     nick: String,
     role: Role,
-    /// The newest account event the login already reflects; see `Request::Login`.
+    /// The newest account event the login already reflects; see `hub::Login`.
     events_seen: i64,
     /// The password event this login wrote itself (with a one-time code).
     own_event: Option<i64>,
@@ -158,7 +158,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         tracing::info!(peer = %self.peer, nick = %logged_in.nick, session = self.id, "logged in");
         // The login answers were limited on their own; chatting starts with a full burst.
         self.flood = new_flood_guard(&self.shared);
-        let login = Request::Login {
+        let login = Request::Login(Login {
             session: self.id,
             account: logged_in.account,
             nick: logged_in.nick.clone(),
@@ -166,7 +166,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             events_seen: logged_in.events_seen,
             own_event: logged_in.own_event,
             outbox: self.outbox.clone(),
-        };
+        });
         if !self.shared.hub.send(login).await {
             return self
                 .outbox
