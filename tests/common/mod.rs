@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use tlschat::auth::hash_password_blocking;
 use tlschat::client::{self, LineReader, LineWriter};
+use tlschat::net::reload::CertReloader;
 use tlschat::net::{certs, tls};
 use tlschat::protocol::{Nick, ServerLine};
 use tlschat::store::{Store, DEFAULT_BUSY_TIMEOUT};
@@ -146,7 +147,9 @@ impl TestServer {
         addr: SocketAddr,
     ) -> Self {
         let certs = files.certs();
-        let tls = tls::server_config(&certs.server_cert, &certs.server_key).expect("server TLS");
+        // The binary's own path: the same loader and resolver, without the file watching.
+        let (_, tls) =
+            CertReloader::start(&certs.server_cert, &certs.server_key).expect("server TLS");
         let store = Store::open_with(&files.db(), busy_timeout)
             .await
             .expect("open store");
