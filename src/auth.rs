@@ -1,7 +1,7 @@
 //! Password hashing with argon2id (OWASP's parameters: 19 MiB, 2 passes, 1 lane), run on a
 //! few threads of its own at a lower priority, behind a semaphore, so hashing never stalls
 //! the chat. Each thread keeps its 19 MiB of working memory and reuses it (see
-//! [`with_blocks`]).
+//! `with_blocks`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -188,7 +188,7 @@ impl Outbox {
     }
 
     /// Queues a reply counted apart from live traffic (a room or member list). A reader that
-    /// lets replies pile up beyond [`REPLY_HEADROOM`] times the byte limit is dropped as too
+    /// lets replies pile up beyond four times the byte limit is dropped as too
     /// slow; the session notices and logs itself out.
     pub fn push_reply(&self, line: Bytes) {
         let mut queue = self.lock();

@@ -453,10 +453,13 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = listen_address(&line) {
-                    let _ = addr_tx.send(addr.to_owned());
-                }
+                // The line is in the log before anyone learns the address from it, so a
+                // test that starts reading the log once the server is up sees that line.
+                let addr = listen_address(&line).map(str::to_owned);
                 log_writer.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = addr_tx.send(addr);
+                }
             }
         });
         let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
