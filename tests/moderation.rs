@@ -172,8 +172,11 @@ async fn a_role_given_while_the_new_password_is_chosen_applies_to_that_session()
     dora.answer_prompts("dora", &code).await;
     dora.expect("NEWPASS").await;
     assert_success(&admin_async(&db, &["role", "dora", "admin"], None).await);
-    // Long enough for the server to have read the role change before dora's login.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Events are read in order: once a later role change has reached a live session, the
+    // server has read dora's too, before her login completes.
+    server.add_user("probe", "probes-password").await;
+    let mut probe = server.login("probe", "probes-password").await;
+    become_admin(&db, "probe", &mut probe).await;
     dora.send("doras own passphrase").await;
     dora.expect("WELCOME dora ").await;
     dora.skip_until("INFO ").await;
