@@ -57,6 +57,16 @@ pub struct Config {
     pub replay_per_room: u32,
     /// Messages older than this many days are deleted in the background; 0 keeps them all.
     pub history_days: u32,
+    /// Private messages kept for an account with no connection, from everyone together;
+    /// past it a sender gets `ERR limit-reached` and the message is not stored.
+    pub kept_dms_per_recipient: u32,
+    /// Private messages one sender may have kept for one account with no connection.
+    pub kept_dms_from_one_sender: u32,
+    /// Rooms an account may have created that still exist (a room goes when its last
+    /// member leaves).
+    pub rooms_created_per_account: u32,
+    /// Rooms an account may be a member of.
+    pub rooms_joined_per_account: u32,
     /// On shutdown, how long sessions get to receive their last lines.
     pub shutdown_grace: Duration,
     /// Lines a connection may send at once before flood control refuses them.
@@ -89,6 +99,18 @@ impl Config {
             ("flood_burst", self.flood_burst as usize),
             ("max_per_address", self.max_per_address as usize),
             ("new_per_address_burst", self.new_per_address_burst as usize),
+            (
+                "kept_dms_per_recipient",
+                self.kept_dms_per_recipient as usize,
+            ),
+            (
+                "kept_dms_from_one_sender",
+                self.kept_dms_from_one_sender as usize,
+            ),
+            (
+                "rooms_joined_per_account",
+                self.rooms_joined_per_account as usize,
+            ),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
@@ -152,6 +174,10 @@ impl Default for Config {
             login_forget_after: Duration::from_secs(15 * 60),
             replay_per_room: REPLAY_PER_ROOM,
             history_days: 0,
+            kept_dms_per_recipient: 1000,
+            kept_dms_from_one_sender: 200,
+            rooms_created_per_account: 20,
+            rooms_joined_per_account: 100,
             shutdown_grace: Duration::from_secs(10),
             flood_burst: 10,
             flood_per_second: 5.0,

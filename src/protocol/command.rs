@@ -17,7 +17,10 @@ pub enum Command {
         to: Nick,
         text: String,
     },
-    Rooms,
+    /// One page of the room list: the rooms named after `after`, or the first.
+    Rooms {
+        after: Option<RoomName>,
+    },
     Who(Option<RoomName>),
     History {
         room: Option<RoomName>,
@@ -106,7 +109,13 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
                 text: text.trim_end().to_owned(),
             }
         }
-        "rooms" => no_args(rest, "/rooms", Command::Rooms)?,
+        "rooms" => match words(rest).as_slice() {
+            [] => Command::Rooms { after: None },
+            ["after", room] => Command::Rooms {
+                after: Some(room_arg(room)?),
+            },
+            _ => return Err(CommandError::usage("/rooms [after #room]")),
+        },
         "who" => Command::Who(optional_room(rest, "/who [#room]")?),
         "history" => parse_history(rest)?,
         "passwd" => {
@@ -166,14 +175,6 @@ fn single<'a>(rest: &'a str, usage: &str) -> Result<&'a str, CommandError> {
     match words(rest).as_slice() {
         [one] => Ok(one),
         _ => Err(CommandError::usage(usage)),
-    }
-}
-
-fn no_args(rest: &str, usage: &str, command: Command) -> Result<Command, CommandError> {
-    if words(rest).is_empty() {
-        Ok(command)
-    } else {
-        Err(CommandError::usage(usage))
     }
 }
 
@@ -267,7 +268,15 @@ mod tests {
             parse("/say #ops hi there"),
             say(Some(room("#ops")), "hi there")
         );
-        assert_eq!(parse("/rooms"), Command::Rooms);
+        assert_eq!(parse("/rooms"), Command::Rooms { after: None });
+        assert_eq!(
+            parse("/rooms after #Ops"),
+            Command::Rooms {
+                after: Some(room("#ops"))
+            }
+        );
+        assert_eq!(code("/rooms after"), ErrorCode::BadArgs);
+        assert_eq!(code("/rooms after ops"), ErrorCode::BadName);
         assert_eq!(parse("/who"), Command::Who(None));
         assert_eq!(parse("/who #a"), Command::Who(Some(room("#a"))));
         assert_eq!(code("/join"), ErrorCode::BadArgs);

@@ -300,6 +300,7 @@ protocol_words! {
         NotInRoom => "not-in-room",
         Forbidden => "forbidden",
         ServerBusy => "server-busy",
+        LimitReached => "limit-reached",
     }
 }
 

@@ -20,8 +20,10 @@ use crate::protocol::{
     StoredMessage,
 };
 use crate::store::{
-    AccountEvent, AccountId, EventKind, NewMessage, Recipient, Role, RoomId, Store,
+    AccountEvent, AccountId, EventKind, KeptFull, KeptLimits, NewMessage, Recipient, Role, RoomId,
+    Store,
 };
+use crate::Config;
 
 /// Who is online, as `chat-admin status` shows it; published by the hub when it changes.
 pub type Presence = Arc<Vec<crate::store::OnlineAccount>>;
@@ -31,6 +33,14 @@ const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long the hub remembers account events for logins that checked their password before
 /// the event and reach the hub after it: far longer than any login can take.
 const REMEMBER_EVENTS: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Kept private messages replayed per page at login: a page is read, written at the
+/// reader's pace and marked delivered once flushed to the socket before the next is read.
+const KEPT_PAGE: u32 = 100;
+/// Rooms per `/rooms` answer; `/rooms after #room` gives the next ones.
+pub const ROOMS_PAGE: u32 = 100;
+/// How much of a refused message's text its `ERR` quotes, so the sender knows which it was.
+const QUOTED_CHARS: usize = 40;
 
 /// Identifies one connection for the hub's lifetime.
 pub type SessionId = u64;
@@ -79,8 +89,19 @@ pub enum Request {
         session: SessionId,
         room: Option<RoomName>,
     },
+    /// A page of the room list: read in a task of its own, then completed by the hub.
     Rooms {
         session: SessionId,
+        after: Option<RoomName>,
+        /// The session's list slot, held until the answer is queued.
+        slot: OwnedSemaphorePermit,
+    },
+    /// The stored part of a `/rooms` answer (names and member counts), back from its read;
+    /// the hub adds who is online.
+    RoomsPage {
+        session: SessionId,
+        rooms: Vec<(String, i64)>,
+        slot: OwnedSemaphorePermit,
     },
     Who {
         session: SessionId,
@@ -140,7 +161,7 @@ const MAX_BATCH: usize = 256;
 /// finish the requests already queued and end, even if a stuck session still holds a handle.
 pub fn spawn(
     store: Store,
-    replay_per_room: u32,
+    config: &Config,
     shutdown: CancellationToken,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -153,7 +174,14 @@ pub fn spawn(
     let (presence, presence_rx) = watch::channel(Presence::default());
     let hub = Hub {
         store,
-        replay_per_room,
+        replay_per_room: config.replay_per_room,
+        kept_limits: KeptLimits {
+            per_recipient: config.kept_dms_per_recipient,
+            from_one_sender: config.kept_dms_from_one_sender,
+        },
+        rooms_created_per_account: config.rooms_created_per_account,
+        rooms_joined_per_account: config.rooms_joined_per_account,
+        to_self: tx.downgrade(),
         shutdown,
         stop,
         tracker,
@@ -252,6 +280,12 @@ enum Pending {
 struct Hub {
     store: Store,
     replay_per_room: u32,
+    kept_limits: KeptLimits,
+    rooms_created_per_account: u32,
+    rooms_joined_per_account: u32,
+    /// For reads done off the hub (a `/rooms` page) to hand back their result; weak, so
+    /// the hub still ends when every session's handle is gone.
+    to_self: mpsc::WeakSender<Request>,
     shutdown: CancellationToken,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -347,7 +381,16 @@ impl Hub {
             } => self.logout(session, reason, bye),
             Request::Join { session, room } => self.join(session, room).await,
             Request::Part { session, room } => self.part(session, room).await,
-            Request::Rooms { session } => self.list_rooms(session).await,
+            Request::Rooms {
+                session,
+                after,
+                slot,
+            } => self.list_rooms(session, after, slot),
+            Request::RoomsPage {
+                session,
+                rooms,
+                slot,
+            } => self.answer_rooms(session, rooms, slot),
             Request::Who { session, room } => self.who(session, room).await,
             Request::History {
                 session,
@@ -434,7 +477,7 @@ impl Hub {
                 Pending::Reply { .. } => None,
             })
             .collect();
-        let mut ids = self.store_messages(&messages).await.into_iter();
+        let mut outcomes = self.store_messages(&messages).await.into_iter();
         let not_stored = ServerLine::err(
             ErrorCode::ServerBusy,
             "Message not stored; please send it again",
@@ -443,14 +486,18 @@ impl Hub {
         let mut undelivered_dms = Vec::new();
         for pending in batch {
             match pending {
-                Pending::Message { session, message } => match ids.next().flatten() {
-                    Some(id) => {
+                Pending::Message { session, message } => match outcomes.next() {
+                    Some(Outcome::Stored(id)) => {
                         self.last_stored_id = self.last_stored_id.max(id);
                         if !self.deliver(message, id) {
                             undelivered_dms.push(id);
                         }
                     }
-                    None => self.push_all(vec![session], &not_stored),
+                    Some(Outcome::Refused(full)) => {
+                        let refused = self.kept_full_error(&message, full).to_bytes();
+                        self.push_all(vec![session], &refused);
+                    }
+                    Some(Outcome::Failed) | None => self.push_all(vec![session], &not_stored),
                 },
                 Pending::Reply { session, line } => self.push_all(vec![session], &line),
             }
@@ -464,34 +511,59 @@ impl Hub {
 
     /// Stores a batch in one transaction. If that fails, stores the messages one by one, so
     /// one bad message (its sender's account was just deleted, say) costs only itself.
-    /// Returns each message's id, or `None` where it could not be stored.
-    async fn store_messages(&self, messages: &[NewMessage]) -> Vec<Option<i64>> {
+    /// Returns what became of each message, in order.
+    async fn store_messages(&self, messages: &[NewMessage]) -> Vec<Outcome> {
         if messages.is_empty() {
             return Vec::new();
         }
-        match self.store.insert_messages(messages).await {
-            Ok(ids) => return ids.into_iter().map(Some).collect(),
+        let limits = self.kept_limits;
+        match self.store.insert_messages_within(messages, limits).await {
+            Ok(stored) => return stored.into_iter().map(Outcome::from).collect(),
             Err(error) if messages.len() == 1 => {
                 tracing::error!(%error, "could not store a message");
-                return vec![None];
+                return vec![Outcome::Failed];
             }
             Err(error) => tracing::warn!(%error, "could not store a batch; storing one by one"),
         }
-        let mut ids = Vec::with_capacity(messages.len());
+        let mut outcomes = Vec::with_capacity(messages.len());
         for message in messages {
-            match self
-                .store
-                .insert_messages(std::slice::from_ref(message))
-                .await
-            {
-                Ok(stored) => ids.push(stored.first().copied()),
+            let one = std::slice::from_ref(message);
+            match self.store.insert_messages_within(one, limits).await {
+                Ok(stored) => outcomes.extend(stored.into_iter().map(Outcome::from)),
                 Err(error) => {
                     tracing::error!(%error, "could not store a message");
-                    ids.push(None);
+                    outcomes.push(Outcome::Failed);
                 }
             }
         }
-        ids
+        outcomes
+    }
+
+    /// The answer to a private message refused because too many wait for its recipient,
+    /// quoting the start of its text so the sender knows which one it was.
+    fn kept_full_error(&self, message: &NewMessage, full: KeptFull) -> ServerLine {
+        let to = match &message.recipient {
+            Recipient::Account { nick, .. } => nick.as_str(),
+            Recipient::Room { name, .. } => name.as_str(),
+        };
+        let why = match full {
+            KeptFull::Recipient => format!(
+                "{to} is offline and has {} messages waiting",
+                self.kept_limits.per_recipient
+            ),
+            KeptFull::Sender => format!(
+                "{to} is offline and has {} of your messages waiting",
+                self.kept_limits.from_one_sender
+            ),
+        };
+        let mut quoted: String = message.text.chars().take(QUOTED_CHARS).collect();
+        if quoted.len() < message.text.len() {
+            quoted.push('…');
+        }
+        ServerLine::err(
+            ErrorCode::LimitReached,
+            format!("{why}; not sent: \"{quoted}\""),
+        )
     }
 
     /// Queues a stored message for its recipients. Returns false for a private message that
@@ -690,25 +762,10 @@ impl Hub {
                         }
                     }
                     ReplayStep::KeptMessages(account) => {
-                        match store.take_pending_dms(account, upto).await {
-                            Ok(dms) => dms
-                                .into_iter()
-                                .map(|dm| {
-                                    ServerLine::Dm {
-                                        id: dm.id,
-                                        time: dm.time,
-                                        from: dm.from,
-                                        to: dm.to,
-                                        text: dm.text,
-                                    }
-                                    .to_bytes()
-                                })
-                                .collect(),
-                            Err(error) => {
-                                tracing::error!(%error, "could not load kept private messages");
-                                vec![]
-                            }
+                        if replay_kept(&store, &outbox, account, upto).await.is_err() {
+                            return;
                         }
+                        continue;
                     }
                 };
                 for line in lines {
@@ -917,12 +974,28 @@ impl Hub {
             return;
         };
         let account_id = state.account;
+        let joined = self.accounts[&account_id].rooms.len();
         if self.accounts[&account_id].room_id(&room).is_some() {
             state.current = Some(room.clone());
             return self.reply(session, ServerLine::info(current_room_text(Some(&room))));
         }
-        let room_id = match self.store.join_room(account_id, &room).await {
-            Ok(id) => id,
+        if joined >= self.rooms_joined_per_account as usize {
+            let text = format!(
+                "You are in {joined} rooms, the most allowed; /part one before joining {room}"
+            );
+            return self.reply_err(session, ErrorCode::LimitReached, text);
+        }
+        let quota = self.rooms_created_per_account;
+        let room_id = match self.store.join_room(account_id, &room, quota).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(refused)) => {
+                let text = format!(
+                    "You have created {} rooms that still exist, the most allowed; \
+                     {room} was not created",
+                    refused.quota
+                );
+                return self.reply_err(session, ErrorCode::LimitReached, text);
+            }
             Err(error) => {
                 tracing::error!(%error, %room, "could not store a join");
                 return self.reply_err(session, ErrorCode::ServerBusy, "Could not join; try again");
@@ -1010,14 +1083,49 @@ impl Hub {
 
     // ---- queries --------------------------------------------------------------------------
 
-    async fn list_rooms(&mut self, session: SessionId) {
-        let rooms = match self.store.rooms_with_member_counts().await {
-            Ok(rooms) => rooms,
-            Err(error) => return self.storage_error(session, error),
-        };
+    /// Reads a page of the room list in a task of its own, so a `/rooms` never holds up
+    /// the hub; the hub then adds who is online ([`Hub::answer_rooms`]).
+    fn list_rooms(
+        &mut self,
+        session: SessionId,
+        after: Option<RoomName>,
+        slot: OwnedSemaphorePermit,
+    ) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        let store = self.store.clone();
+        let hub = self.to_self.clone();
+        self.tracker.spawn(async move {
+            let rooms = match store.rooms_page(after.as_ref(), ROOMS_PAGE).await {
+                Ok(rooms) => rooms,
+                Err(error) => {
+                    tracing::error!(%error, "could not list rooms");
+                    Vec::new()
+                }
+            };
+            if let Some(hub) = hub.upgrade() {
+                let page = Request::RoomsPage {
+                    session,
+                    rooms,
+                    slot,
+                };
+                let _ = hub.send(page).await;
+            }
+        });
+    }
+
+    fn answer_rooms(
+        &mut self,
+        session: SessionId,
+        rooms: Vec<(String, i64)>,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let more = rooms.len() >= ROOMS_PAGE as usize;
+        let last = rooms.last().map(|(name, _)| name.clone());
         let mut lines: Vec<Bytes> = rooms
             .into_iter()
-            .map(|(_, name, members)| {
+            .map(|(name, members)| {
                 let online = RoomName::parse(&name)
                     .ok()
                     .and_then(|room| self.rooms.get(&room))
@@ -1031,6 +1139,10 @@ impl Hub {
             })
             .collect();
         lines.push(ServerLine::end("rooms").to_bytes());
+        if let (true, Some(last)) = (more, last) {
+            let hint = format!("More rooms: /rooms after {last}");
+            lines.push(ServerLine::info(hint).to_bytes());
+        }
         self.reply_lines(session, lines);
     }
 
@@ -1246,6 +1358,87 @@ impl Hub {
     }
 }
 
+/// What became of one accepted message.
+enum Outcome {
+    Stored(i64),
+    /// A private message for an account with no connection, past a bound: not stored.
+    Refused(KeptFull),
+    /// The store failed: not stored.
+    Failed,
+}
+
+impl From<Result<i64, KeptFull>> for Outcome {
+    fn from(stored: Result<i64, KeptFull>) -> Self {
+        match stored {
+            Ok(id) => Self::Stored(id),
+            Err(full) => Self::Refused(full),
+        }
+    }
+}
+
+/// Writes the private messages kept for `account` (up to id `upto`) in pages, at the
+/// reader's pace. A page is marked delivered once the writer has written it to the socket
+/// and flushed it; if the connection fails first, what was not written stays kept for the
+/// next login. Fails when the connection stopped taking lines.
+async fn replay_kept(
+    store: &Store,
+    outbox: &Outbox,
+    account: AccountId,
+    upto: i64,
+) -> Result<(), Stopped> {
+    let mut after = 0;
+    loop {
+        let page = match store.kept_dms(account, after, upto, KEPT_PAGE).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::error!(%error, "could not load kept private messages");
+                return Ok(());
+            }
+        };
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.id;
+        let full_page = page.len() >= KEPT_PAGE as usize;
+        let mut pushed = Vec::with_capacity(page.len());
+        let mut outcome = Ok(());
+        for dm in page {
+            let line = ServerLine::Dm {
+                id: dm.id,
+                time: dm.time,
+                from: dm.from,
+                to: dm.to,
+                text: dm.text,
+            }
+            .to_bytes();
+            match outbox.push_replay(line).await {
+                Ok(number) => pushed.push((dm.id, number)),
+                Err(stopped) => {
+                    outcome = Err(stopped);
+                    break;
+                }
+            }
+        }
+        if let (Ok(()), Some((_, number))) = (&outcome, pushed.last()) {
+            outcome = outbox.written(*number).await;
+        }
+        let written = outbox.lines_written();
+        let delivered: Vec<i64> = pushed
+            .iter()
+            .filter(|(_, number)| *number <= written)
+            .map(|(id, _)| *id)
+            .collect();
+        if let Err(error) = store.mark_delivered(&delivered).await {
+            // They stay kept and come again at the next login: twice rather than never.
+            tracing::error!(%error, "could not mark kept private messages delivered");
+        }
+        outcome?;
+        if !full_page {
+            return Ok(());
+        }
+    }
+}
+
 fn current_room_text(room: Option<&RoomName>) -> String {
     match room {
         Some(room) => format!("Current room: {room}"),
@@ -1301,7 +1494,7 @@ mod tests {
         let token = CancellationToken::new();
         let (hub, task, _presence) = spawn(
             store.clone(),
-            20,
+            &Config::default(),
             token.clone(),
             token.clone(),
             TaskTracker::new(),
@@ -1334,7 +1527,7 @@ mod tests {
         task.await.unwrap();
 
         assert_eq!(bob_out.failure(), Some(Failure::TooSlow));
-        let kept = store.take_pending_dms(bob, i64::MAX).await.unwrap();
+        let kept = store.kept_dms(bob, 0, i64::MAX, 10).await.unwrap();
         assert_eq!(kept.len(), 1, "the DM bob never got is kept");
         assert_eq!(kept[0].text, "psst");
     }
@@ -1345,7 +1538,7 @@ mod tests {
         let token = CancellationToken::new();
         let (hub, task, _presence) = spawn(
             store.clone(),
-            20,
+            &Config::default(),
             token.clone(),
             token.clone(),
             TaskTracker::new(),
@@ -1371,7 +1564,7 @@ mod tests {
         task.await.unwrap();
         assert_eq!(bob_out.failure(), None);
         assert!(store
-            .take_pending_dms(ids[1], i64::MAX)
+            .kept_dms(ids[1], 0, i64::MAX, 10)
             .await
             .unwrap()
             .is_empty());

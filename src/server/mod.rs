@@ -77,7 +77,7 @@ pub async fn run(
     let stop_hub = CancellationToken::new();
     let (hub, hub_task, presence) = hub::spawn(
         store.clone(),
-        config.replay_per_room,
+        &config,
         shutdown.clone(),
         stop_hub.clone(),
         tracker.clone(),

@@ -66,6 +66,12 @@ struct Queue {
     closing: bool,
     last_line: Option<Bytes>,
     failure: Option<Failure>,
+    /// Lines made ready since the outbox was created, lines handed to the writer, and lines
+    /// the writer has written and flushed: a line made ready as number n is written once
+    /// `written >= n`. Survive [`Queue::clear`].
+    made_ready: u64,
+    handed_out: u64,
+    written: u64,
 }
 
 impl Queue {
@@ -86,6 +92,7 @@ impl Queue {
     fn make_ready(&mut self, line: Bytes, class: Class) {
         self.ready_bytes += line.len();
         self.ready.push_back((line, class));
+        self.made_ready += 1;
     }
 
     fn release_held(&mut self) {
@@ -95,10 +102,12 @@ impl Queue {
     }
 
     fn clear(&mut self) {
-        let failure = self.failure;
         *self = Self {
             closing: true,
-            failure,
+            failure: self.failure,
+            made_ready: self.made_ready,
+            handed_out: self.handed_out,
+            written: self.written,
             ..Self::default()
         };
     }
@@ -207,12 +216,13 @@ impl Outbox {
 
     /// Waits until `may_push` says there is room, then queues `line` as a reply. A replay
     /// line is still taken after a close, while the replay lasts: the close waits for it.
+    /// Returns the line's number, for [`Outbox::written`].
     async fn push_when(
         &self,
         line: Bytes,
         may_push: impl Fn(&Queue) -> bool,
         replay: bool,
-    ) -> Result<(), Stopped> {
+    ) -> Result<u64, Stopped> {
         loop {
             // Every change that matters here (a drain, a replay's end, a close, a failure)
             // notifies `drained`; enabling first means none is missed.
@@ -228,9 +238,10 @@ impl Outbox {
                 if may_push(&queue) {
                     queue.reply_bytes += line.len();
                     queue.make_ready(line, Class::Reply);
+                    let number = queue.made_ready;
                     drop(queue);
                     self.wake();
-                    return Ok(());
+                    return Ok(number);
                 }
             }
             drained.await;
@@ -243,7 +254,7 @@ impl Outbox {
     pub async fn push_paced(&self, line: Bytes) -> Result<(), Stopped> {
         let (max_lines, max_bytes, len) = (self.max_lines, self.max_bytes, line.len());
         let may_push = |q: &Queue| q.held.is_none() && q.has_paced_room(max_lines, max_bytes, len);
-        self.push_when(line, may_push, false).await
+        self.push_when(line, may_push, false).await.map(|_| ())
     }
 
     /// Starts a replay: until [`Outbox::end_replay`], other lines wait behind it.
@@ -254,11 +265,40 @@ impl Outbox {
         }
     }
 
-    /// Writes one replay line at the peer's pace, ahead of the lines being held.
-    pub async fn push_replay(&self, line: Bytes) -> Result<(), Stopped> {
+    /// Writes one replay line at the peer's pace, ahead of the lines being held. Returns
+    /// the line's number, for [`Outbox::written`].
+    pub async fn push_replay(&self, line: Bytes) -> Result<u64, Stopped> {
         let (max_lines, max_bytes, len) = (self.max_lines, self.max_bytes, line.len());
         let may_push = |q: &Queue| q.has_paced_room(max_lines, max_bytes, len);
         self.push_when(line, may_push, true).await
+    }
+
+    /// How many lines the writer has written to the peer and flushed: every line whose
+    /// number is at most this.
+    pub fn lines_written(&self) -> u64 {
+        self.lock().written
+    }
+
+    /// Waits until line `number` has been written and flushed; fails if the writer gave up
+    /// (or the queue was dropped) before.
+    pub async fn written(&self, number: u64) -> Result<(), Stopped> {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let queue = self.lock();
+                if queue.written >= number {
+                    return Ok(());
+                }
+                // A closed outbox still writes what it holds; only a failure (an overflow, a
+                // broken or stalled peer) drops lines for good.
+                if queue.failure.is_some() {
+                    return Err(Stopped);
+                }
+            }
+            drained.await;
+        }
     }
 
     /// Ends a replay: the lines held meanwhile follow it, in order.
@@ -283,6 +323,14 @@ impl Outbox {
         drop(queue);
         self.wake();
         self.closed.cancel();
+        self.drained.notify_waiters();
+    }
+
+    /// Everything handed to the writer so far has been written and flushed.
+    fn flushed(&self) {
+        let mut queue = self.lock();
+        queue.written = queue.handed_out;
+        drop(queue);
         self.drained.notify_waiters();
     }
 
@@ -314,6 +362,7 @@ impl Outbox {
                 if !queue.ready.is_empty() {
                     let ready = std::mem::take(&mut queue.ready);
                     queue.ready_bytes = 0;
+                    queue.handed_out += ready.len() as u64;
                     for (line, class) in &ready {
                         buf.extend_from_slice(line);
                         match class {
@@ -360,7 +409,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 writer.flush().await
             };
             match tokio::time::timeout(write_timeout, write).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => outbox.flushed(),
                 Ok(Err(_)) => return outbox.fail(Failure::Broken),
                 Err(_) => return outbox.fail(Failure::WriteTimeout),
             }

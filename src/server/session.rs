@@ -29,7 +29,7 @@ const HELP: &[&str] = &[
     "  /part [#room]              leave a room (default: the current one)",
     "  /say #room text            send to a room you are in",
     "  /msg nick text             private message",
-    "  /rooms                     list rooms with member and online counts",
+    "  /rooms [after #room]       list rooms (100 at a time) with member and online counts",
     "  /who [#room]               who is in a room and who of them is online",
     "  /history [#room] [n]       the last n messages (default 50, at most 500)",
     "  /history #room after ID [n]  messages after an id (catch-up)",
@@ -92,7 +92,8 @@ enum Checked {
 
 pub(super) struct Session<R> {
     id: SessionId,
-    /// One permit: a session's `/history` requests are answered one after another.
+    /// One permit: a session's `/history` and `/rooms` requests are answered one after
+    /// another.
     history_slot: Arc<Semaphore>,
     flood: FloodGuard,
     peer: SocketAddr,
@@ -486,6 +487,16 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
+    /// The connection's one slot for a list read (`/history`, `/rooms`). Waiting here stops
+    /// this client's reading until its previous answer is out. `None` once it is closing.
+    async fn list_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            slot = self.history_slot.clone().acquire_owned() => slot.ok(),
+            () = self.outbox.stopped() => None,
+            () = self.shared.shutdown.cancelled() => None,
+        }
+    }
+
     async fn execute(&mut self, me: &LoggedIn, command: Command) {
         let session = self.id;
         let request = match command {
@@ -496,16 +507,21 @@ impl<R: AsyncRead + Unpin> Session<R> {
             },
             Command::Join(room) => Request::Join { session, room },
             Command::Part(room) => Request::Part { session, room },
-            Command::Rooms => Request::Rooms { session },
+            Command::Rooms { after } => {
+                let Some(slot) = self.list_slot().await else {
+                    return;
+                };
+                Request::Rooms {
+                    session,
+                    after,
+                    slot,
+                }
+            }
             Command::Who(room) => Request::Who { session, room },
             Command::History { room, query } => {
-                // Waiting here stops this client's reading until its previous answer is out.
-                let slot = tokio::select! {
-                    slot = self.history_slot.clone().acquire_owned() => slot.ok(),
-                    () = self.outbox.stopped() => None,
-                    () = self.shared.shutdown.cancelled() => None,
+                let Some(slot) = self.list_slot().await else {
+                    return;
                 };
-                let Some(slot) = slot else { return };
                 Request::History {
                     session,
                     room,

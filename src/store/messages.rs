@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use sqlx::{Connection, SqliteConnection};
 
 use super::{AccountId, RoomId, Store, StoreError};
@@ -27,6 +29,31 @@ pub struct NewMessage {
     pub text: String,
 }
 
+/// How many private messages may wait for an account that has no connection: in all, and
+/// from one sender. Checked in the transaction that stores them, so the counts are exact
+/// however many connections send at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptLimits {
+    pub per_recipient: u32,
+    pub from_one_sender: u32,
+}
+
+impl KeptLimits {
+    pub const UNLIMITED: Self = Self {
+        per_recipient: u32::MAX,
+        from_one_sender: u32::MAX,
+    };
+}
+
+/// Why a private message for an account with no connection was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptFull {
+    /// The recipient has `per_recipient` messages waiting.
+    Recipient,
+    /// The sender has `from_one_sender` messages waiting for this recipient.
+    Sender,
+}
+
 /// A private message kept for an account that had no connection when it arrived.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PendingDm {
@@ -41,8 +68,22 @@ impl Store {
     /// Stores a batch in one transaction (one fsync for the lot) and returns the ids, in order.
     /// Either every message is stored or none is.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<i64>, StoreError> {
+        let stored = self
+            .insert_messages_within(batch, KeptLimits::UNLIMITED)
+            .await?;
+        Ok(stored.into_iter().filter_map(Result::ok).collect())
+    }
+
+    /// Stores a batch in one transaction, except private messages for an account with no
+    /// connection past `limits`, which are not stored at all. Returns each message's id, or
+    /// which limit refused it, in order. Either every other message is stored or none is.
+    pub async fn insert_messages_within(
+        &self,
+        batch: &[NewMessage],
+        limits: KeptLimits,
+    ) -> Result<Vec<Result<i64, KeptFull>>, StoreError> {
         self.write(|mut conn| async move {
-            let result = insert_batch(&mut conn, batch).await;
+            let result = insert_batch(&mut conn, batch, limits).await;
             (conn, result)
         })
         .await
@@ -100,38 +141,46 @@ impl Store {
 
     /// Keeps private messages for their recipients' next login after all.
     pub async fn keep_for_recipient(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.set_pending(ids, true).await
+    }
+
+    /// Marks kept private messages delivered: they were written to a connection.
+    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.set_pending(ids, false).await
+    }
+
+    async fn set_pending(&self, ids: &[i64], pending: bool) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.write(|mut conn| async move {
-            let result = mark_pending(&mut conn, ids).await;
+            let result = update_pending(&mut conn, ids, pending).await;
             (conn, result)
         })
         .await
     }
 
-    /// Returns the private messages kept for an account, up to id `upto`, and marks them
-    /// delivered.
-    pub async fn take_pending_dms(
+    /// Up to `limit` private messages kept for an account, with ids above `after` and up to
+    /// `upto`, oldest first. They stay kept until [`Store::mark_delivered`].
+    pub async fn kept_dms(
         &self,
         account: AccountId,
+        after: i64,
         upto: i64,
+        limit: u32,
     ) -> Result<Vec<PendingDm>, StoreError> {
-        // Most logins have nothing kept: asking a reader first keeps them out of the
-        // writer's queue, where the hub's commits wait.
-        let any_kept: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM messages
-                            WHERE recipient_id = ? AND pending = 1 AND id <= ?)",
+        Ok(sqlx::query_as(
+            "SELECT id, sent_at AS time, sender_nick AS \"from\", recipient_nick AS \"to\",
+                    body AS text
+             FROM messages WHERE recipient_id = ? AND pending = 1 AND id > ? AND id <= ?
+             ORDER BY id LIMIT ?",
         )
         .bind(account)
+        .bind(after)
         .bind(upto)
-        .fetch_one(&self.reader)
-        .await?;
-        if !any_kept {
-            return Ok(Vec::new());
-        }
-        self.write(|mut conn| async move {
-            let result = take_pending(&mut conn, account, upto).await;
-            (conn, result)
-        })
-        .await
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
     }
 }
 
@@ -150,9 +199,14 @@ fn to_messages(rows: Vec<(i64, i64, String, String)>, room_name: &str) -> Vec<St
 async fn insert_batch(
     conn: &mut SqliteConnection,
     batch: &[NewMessage],
-) -> Result<Vec<i64>, StoreError> {
+    limits: KeptLimits,
+) -> Result<Vec<Result<i64, KeptFull>>, StoreError> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut ids = Vec::with_capacity(batch.len());
+    // Counts read once per recipient and pair, then kept up to date here: the transaction
+    // holds the write lock, so nothing else changes them meanwhile.
+    let mut kept_for: HashMap<AccountId, u32> = HashMap::new();
+    let mut kept_from: HashMap<(AccountId, AccountId), u32> = HashMap::new();
+    let mut stored = Vec::with_capacity(batch.len());
     for message in batch {
         let (room_id, recipient_id, recipient_nick, pending) = match &message.recipient {
             Recipient::Room { id, .. } => (Some(*id), None, None, false),
@@ -160,6 +214,29 @@ async fn insert_batch(
                 (None, Some(*id), Some(nick.as_str()), !online)
             }
         };
+        if let (Some(recipient), true) = (recipient_id, pending) {
+            let pair = (message.sender_id, recipient);
+            let for_recipient = match kept_for.get(&recipient) {
+                Some(count) => *count,
+                None => count_kept(&mut tx, recipient, None).await?,
+            };
+            let from_sender = match kept_from.get(&pair) {
+                Some(count) => *count,
+                None => count_kept(&mut tx, recipient, Some(message.sender_id)).await?,
+            };
+            kept_for.insert(recipient, for_recipient);
+            kept_from.insert(pair, from_sender);
+            if for_recipient >= limits.per_recipient {
+                stored.push(Err(KeptFull::Recipient));
+                continue;
+            }
+            if from_sender >= limits.from_one_sender {
+                stored.push(Err(KeptFull::Sender));
+                continue;
+            }
+            kept_for.insert(recipient, for_recipient + 1);
+            kept_from.insert(pair, from_sender + 1);
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO messages (sent_at, sender_id, sender_nick, room_id, recipient_id,
                                    recipient_nick, body, pending)
@@ -175,45 +252,54 @@ async fn insert_batch(
         .bind(pending)
         .fetch_one(&mut *tx)
         .await?;
-        ids.push(id);
+        stored.push(Ok(id));
     }
     tx.commit().await?;
-    Ok(ids)
+    Ok(stored)
 }
 
-async fn mark_pending(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), StoreError> {
+/// Private messages kept for `recipient`, from `sender` only if given.
+async fn count_kept(
+    conn: &mut SqliteConnection,
+    recipient: AccountId,
+    sender: Option<AccountId>,
+) -> Result<u32, StoreError> {
+    let count: i64 = match sender {
+        None => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages WHERE recipient_id = ? AND pending = 1",
+            )
+            .bind(recipient)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+        Some(sender) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages
+                 WHERE recipient_id = ? AND sender_id = ? AND pending = 1",
+            )
+            .bind(recipient)
+            .bind(sender)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+async fn update_pending(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+    pending: bool,
+) -> Result<(), StoreError> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     for id in ids {
-        sqlx::query("UPDATE messages SET pending = 1 WHERE id = ? AND recipient_id IS NOT NULL")
+        sqlx::query("UPDATE messages SET pending = ? WHERE id = ? AND recipient_id IS NOT NULL")
+            .bind(pending)
             .bind(id)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
     Ok(())
-}
-
-async fn take_pending(
-    conn: &mut SqliteConnection,
-    account: AccountId,
-    upto: i64,
-) -> Result<Vec<PendingDm>, StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let dms = sqlx::query_as(
-        "SELECT id, sent_at AS time, sender_nick AS \"from\", recipient_nick AS \"to\", body AS text
-         FROM messages WHERE recipient_id = ? AND pending = 1 AND id <= ? ORDER BY id",
-    )
-    .bind(account)
-    .bind(upto)
-    .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE messages SET pending = 0 WHERE recipient_id = ? AND pending = 1 AND id <= ?",
-    )
-    .bind(account)
-    .bind(upto)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(dms)
 }

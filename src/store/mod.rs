@@ -17,8 +17,9 @@ mod rooms;
 mod status;
 
 pub use accounts::{Account, AccountSummary};
-pub use messages::{NewMessage, PendingDm, Recipient};
+pub use messages::{KeptFull, KeptLimits, NewMessage, PendingDm, Recipient};
 pub use moderation::{AccountEvent, EventKind, IssuedInvite, LoginAccount, Role, RoleColumn};
+pub use rooms::RoomRefused;
 pub use status::{OnlineAccount, RoomCount, ServerStatus, HEARTBEAT_EVERY};
 
 /// Row id of an account.

@@ -22,14 +22,17 @@ impl Store {
             .collect())
     }
 
-    /// Makes the account a member, creating the room on first join.
+    /// Makes the account a member, creating the room on first join unless the account has
+    /// created `quota` rooms that still exist. Checked in the transaction that creates it,
+    /// so the count is exact.
     pub async fn join_room(
         &self,
         account: AccountId,
         room: &RoomName,
-    ) -> Result<RoomId, StoreError> {
+        quota: u32,
+    ) -> Result<Result<RoomId, RoomRefused>, StoreError> {
         self.write(|mut conn| async move {
-            let result = insert_membership(&mut conn, account, room).await;
+            let result = insert_membership(&mut conn, account, room, quota).await;
             (conn, result)
         })
         .await
@@ -57,12 +60,19 @@ impl Store {
             .await?)
     }
 
-    /// Every room with its stored member count, by name.
-    pub async fn rooms_with_member_counts(&self) -> Result<Vec<(RoomId, String, i64)>, StoreError> {
+    /// Up to `limit` rooms named after `after` (all, if `None`), by name, each with its
+    /// stored member count. Reads only the page, through the name index.
+    pub async fn rooms_page(
+        &self,
+        after: Option<&RoomName>,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT r.id, r.name, COUNT(m.account_id) FROM rooms r
-             LEFT JOIN memberships m ON m.room_id = r.id GROUP BY r.id ORDER BY r.name",
+            "SELECT r.name, (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.id)
+             FROM rooms r WHERE r.name > ? ORDER BY r.name LIMIT ?",
         )
+        .bind(after.map_or("", RoomName::as_str))
+        .bind(limit)
         .fetch_all(&self.reader)
         .await?)
     }
@@ -79,22 +89,45 @@ impl Store {
     }
 }
 
+/// A room the account may not create: it has created `quota` rooms that still exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomRefused {
+    pub quota: u32,
+}
+
 async fn insert_membership(
     conn: &mut SqliteConnection,
     account: AccountId,
     room: &RoomName,
-) -> Result<RoomId, StoreError> {
+    quota: u32,
+) -> Result<Result<RoomId, RoomRefused>, StoreError> {
     let now = now_millis();
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("INSERT OR IGNORE INTO rooms (name, created_at) VALUES (?, ?)")
+    let existing: Option<RoomId> = sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
         .bind(room.as_str())
-        .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-    let room_id: RoomId = sqlx::query_scalar("SELECT id FROM rooms WHERE name = ?")
-        .bind(room.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let room_id = match existing {
+        Some(id) => id,
+        None => {
+            let created: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE created_by = ?")
+                    .bind(account)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if created >= i64::from(quota) {
+                return Ok(Err(RoomRefused { quota }));
+            }
+            sqlx::query_scalar(
+                "INSERT INTO rooms (name, created_at, created_by) VALUES (?, ?, ?) RETURNING id",
+            )
+            .bind(room.as_str())
+            .bind(now)
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
     sqlx::query(
         "INSERT OR IGNORE INTO memberships (account_id, room_id, joined_at) VALUES (?, ?, ?)",
     )
@@ -104,5 +137,5 @@ async fn insert_membership(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(room_id)
+    Ok(Ok(room_id))
 }

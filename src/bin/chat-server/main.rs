@@ -189,6 +189,10 @@ fn config_from(args: &Settings) -> Config {
         login_forget_after: Duration::from_secs(args.login_forget_after),
         replay_per_room: args.replay_per_room,
         history_days: args.history_days,
+        kept_dms_per_recipient: args.kept_dms_per_recipient,
+        kept_dms_from_one_sender: args.kept_dms_from_one_sender,
+        rooms_created_per_account: args.rooms_created_per_account,
+        rooms_joined_per_account: args.rooms_joined_per_account,
     }
 }
 

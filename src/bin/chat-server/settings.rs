@@ -161,6 +161,16 @@ settings! {
     login_forget_after: u64 = 900, "CHAT_LOGIN_FORGET_AFTER";
     /// Stored messages replayed per room on login and `/join`.
     replay_per_room: u32 = tlschat::protocol::REPLAY_PER_ROOM, "CHAT_REPLAY_PER_ROOM";
+    /// Private messages kept for a user who is offline, from all senders together; past it
+    /// the sender gets `ERR limit-reached` and the message is not stored.
+    kept_dms_per_recipient: u32 = 1000, "CHAT_KEPT_DMS_PER_RECIPIENT";
+    /// Private messages one sender may have kept for one offline user.
+    kept_dms_from_one_sender: u32 = 200, "CHAT_KEPT_DMS_FROM_ONE_SENDER";
+    /// Rooms an account may have created that still exist; a room goes when its last
+    /// member leaves (0: `/join` only joins existing rooms).
+    rooms_created_per_account: u32 = 20, "CHAT_ROOMS_CREATED_PER_ACCOUNT";
+    /// Rooms an account may be a member of.
+    rooms_joined_per_account: u32 = 100, "CHAT_ROOMS_JOINED_PER_ACCOUNT";
     /// Days of history kept; older messages are deleted in the background. 0 keeps all.
     history_days: u32 = 0, "CHAT_HISTORY_DAYS";
     /// What a stored message survives: `power-loss` waits for the disk on every commit;
