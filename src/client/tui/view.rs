@@ -75,13 +75,14 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
             attempt,
             in_seconds,
         } => {
+            // The key first: a long error may not fit.
             let error = app
                 .last_error
                 .as_ref()
-                .map(|e| format!(", last: {e}"))
+                .map(|e| format!(" | last: {e}"))
                 .unwrap_or_default();
             (
-                format!("reconnecting in {in_seconds} s (attempt {attempt}){error} | Ctrl+R: now"),
+                format!("reconnecting in {in_seconds} s (attempt {attempt}) Ctrl+R: now{error}"),
                 Style::new().fg(Color::Yellow),
             )
         }
@@ -607,7 +608,7 @@ mod tests {
         let screen = render(&mut app, 160, 6);
         assert!(
             screen[0].contains(
-                "reconnecting in 8 s (attempt 3), last: cannot connect: connection refused | Ctrl+R: now"
+                "reconnecting in 8 s (attempt 3) Ctrl+R: now | last: cannot connect: connection refused"
             ),
             "{}",
             screen[0]
