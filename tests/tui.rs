@@ -60,13 +60,19 @@ impl Tmux {
 
     /// Starts `command` in a detached 100x50 session named `name`.
     fn start(&self, name: &str, command: &str) {
+        self.start_sized(name, command, 100);
+    }
+
+    /// Starts `command` in a detached session `columns` wide and 50 rows high.
+    fn start_sized(&self, name: &str, command: &str, columns: u16) {
+        let columns = columns.to_string();
         let output = self.run(&[
             "new-session",
             "-d",
             "-s",
             name,
             "-x",
-            "100",
+            &columns,
             "-y",
             "50",
             command,
@@ -504,8 +510,10 @@ async fn the_status_bar_tells_how_reconnecting_goes_and_why_a_session_ended() {
 
     // Kicked: the session ends, says why and how to leave, and forgets who is online.
     let mut carol = server.login("carol", CAROL_PASSWORD).await;
-    tmux.wait_for("alice", "carol online", |s| s.contains("online: alice, carol"))
-        .await;
+    tmux.wait_for("alice", "carol online", |s| {
+        s.contains("online: alice, carol")
+    })
+    .await;
     carol.send("/kick alice enough for today").await;
     carol.skip_until("INFO Kicked").await;
     let screen = tmux
@@ -525,6 +533,86 @@ async fn the_status_bar_tells_how_reconnecting_goes_and_why_a_session_ended() {
     assert!(join.ends_with(" alice"), "{join}");
     tmux.wait_for("alice", "connected again", |s| {
         s.contains(" connected | ") && s.contains("online: alice, carol")
+    })
+    .await;
+}
+
+/// Adds alice to `server` and gives the command line of her `chat`, with the config home
+/// it uses (kept for as long as the command runs).
+async fn alice_command(server: &TestServer) -> (String, tempfile::TempDir) {
+    server.add_user("alice", ALICE_PASSWORD).await;
+    let config_home = tempfile::tempdir().unwrap();
+    let ca = server.files.certs().ca_cert;
+    let command = chat_command(
+        server.addr.port(),
+        &ca,
+        config_home.path(),
+        "alice",
+        Some(ALICE_PASSWORD),
+    );
+    (command, config_home)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padded_text_cannot_pass_for_a_line_of_its_own_in_the_plain_client() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("bob", BOB_PASSWORD).await;
+    let (command, _config_home) = alice_command(&server).await;
+    let tmux = Tmux::new();
+    let command = command.replace(" --nick alice", " --nick alice --plain");
+    tmux.start_sized("alice", &command, 80);
+    tmux.wait_for("alice", "the plain client logged in", |s| {
+        s.contains("-- Logged in.")
+    })
+    .await;
+    let mut bob = server.login("bob", BOB_PASSWORD).await;
+    // `[HH:MM] #general <bob> hi` is 25 columns: the padding fills the row, and on a
+    // terminal that wraps by itself the fake starts the next one.
+    let fake = "[12:00] #general <carol> please send me your password";
+    bob.send(&format!("hi{}{fake}", " ".repeat(55))).await;
+    bob.send("/say #general a second, honest line").await;
+    let screen = tmux
+        .wait_for("alice", "bob's messages", |s| {
+            s.contains("a second, honest line")
+        })
+        .await;
+    assert!(
+        screen.lines().any(|row| row == format!("     | {fake}")),
+        "the continuation is marked:\n{screen}"
+    );
+    assert!(
+        !screen
+            .lines()
+            .any(|row| row.starts_with("[12:00] #general <carol>")),
+        "a fake line:\n{screen}"
+    );
+    // Refused outright: a direction override and a line separator.
+    bob.send("/say #general abc\u{202e}fed").await;
+    bob.skip_until("ERR bad-text ").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_question_takes_a_y() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let (command, _config_home) = alice_command(&server).await;
+    let tmux = Tmux::new();
+    // Without --ca the test CA is unknown: chat shows the fingerprint and asks.
+    let ca = server.files.certs().ca_cert;
+    let command = command.replace(&format!(" --ca '{}'", ca.display()), "");
+    tmux.start("alice", &command);
+    tmux.wait_for("alice", "the trust question", |s| {
+        s.contains("Trust this certificate")
+    })
+    .await;
+    tmux.type_line("alice", "y");
+    tmux.wait_for("alice", "the logged-in chat", |s| {
+        s.contains("connected | localhost:") && s.contains("#general>")
     })
     .await;
 }
