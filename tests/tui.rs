@@ -422,6 +422,20 @@ async fn a_thirty_line_paste_arrives_as_thirty_messages_with_or_without_brackete
     carol.send("/history #general 100").await;
     let history = carol.collect_until("END history").await;
     assert_eq!(history.len() - 1, 60, "{history:#?}");
+
+    // A line longer than the server takes is refused by the client, and stays in the input.
+    paste(&tmux, "alice", &"x".repeat(5000), true);
+    tmux.wait_for("alice", "the pasted line in the input", |s| {
+        s.contains("#general> xxxxxxxxxx")
+    })
+    .await;
+    tmux.keys("alice", &["Enter"]);
+    let screen = tmux
+        .wait_for("alice", "the refusal", |s| {
+            s.contains("Not sent: that line is 5014 bytes")
+        })
+        .await;
+    assert!(screen.contains("#general> xxxxxxxxxx"), "{screen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

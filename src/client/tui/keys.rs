@@ -367,6 +367,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pasted_password_is_answered_not_sent() {
+        let mut app = app_in(&["#general"]);
+        app.submit("/passwd", 0);
+        let actions = on_event(&mut app, Event::Paste("my old pass phrase\n".into()), 0);
+        assert_eq!(actions, vec![]);
+        assert_eq!(
+            app.secret,
+            Some(super::super::state::SecretStep::New {
+                old: "my old pass phrase".into()
+            })
+        );
+        assert!(app.input.is_empty());
+    }
+
+    #[test]
     fn control_r_reconnects_now_only_when_not_connected() {
         let mut app = app_in(&["#general"]);
         assert_eq!(

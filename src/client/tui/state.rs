@@ -959,9 +959,17 @@ impl App {
         let text = text
             .replace("\r\n", "\n")
             .replace(['\r', '\u{2028}', '\u{2029}'], "\n");
-        if self.secret.is_some() || !text.contains('\n') {
-            let text = text.lines().next().unwrap_or_default();
-            self.input.insert_str(text);
+        if self.secret.is_some() {
+            // A pasted password: its first line, and its line break is Enter.
+            let mut lines = text.split('\n');
+            self.input.insert_str(lines.next().unwrap_or_default());
+            return match lines.next() {
+                Some(_) => self.enter(now),
+                None => Vec::new(),
+            };
+        }
+        if !text.contains('\n') {
+            self.input.insert_str(&text);
             self.warn_if_too_long(now);
             return Vec::new();
         }
