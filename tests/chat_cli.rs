@@ -265,3 +265,24 @@ async fn a_scripted_login_with_an_invite_code_sets_the_next_line_as_the_password
     assert!(!run.stdout.contains("carols own passphrase"), "{run:?}");
     server.login("carol", "carols own passphrase").await;
 }
+
+#[tokio::test]
+async fn passwd_alone_takes_the_next_two_lines_whatever_they_hold() {
+    let server = server_with_alice_and_bob().await;
+    let ca = server.files.certs().ca_cert;
+    // The old password is the README's kind, with spaces; the new one has a quote too.
+    let new_password = r#"a "new" pass phrase"#;
+    let run = run_chat(
+        server.addr.port(),
+        &ca,
+        &["--nick", "alice", "--password-stdin"],
+        &[],
+        &format!("{ALICE_PASSWORD}\n/passwd\n{ALICE_PASSWORD}\n{new_password}\n"),
+    )
+    .await;
+    assert!(run.status.success(), "{run:?}");
+    assert!(run.stdout.contains("-- Password changed."), "{run:?}");
+    assert!(!run.stdout.contains("pass phrase"), "{run:?}");
+    server.login("alice", new_password).await;
+    server.stop().await;
+}

@@ -189,3 +189,30 @@ async fn passwd_changes_the_password_for_the_next_login() {
     again.expect("ERR auth-failed ").await;
     again.login("alice", "new password with spaces").await;
 }
+
+#[tokio::test]
+async fn passwd_works_when_the_old_password_has_spaces_and_quotes() {
+    let server = TestServer::start().await;
+    // The README's kind of passphrase.
+    server
+        .add_user("alice", "correct horse battery staple")
+        .await;
+    let mut alice = server.login("alice", "correct horse battery staple").await;
+    alice
+        .send(r#"/passwd "correct horse wrong" "a new passphrase""#)
+        .await;
+    let refused = alice.expect("ERR auth-failed ").await;
+    assert!(refused.contains("old password is wrong"), "{refused}");
+    alice
+        .send(&tlschat::protocol::passwd_line(
+            "correct horse battery staple",
+            r#"she said "hi" \o/"#,
+        ))
+        .await;
+    assert_eq!(alice.next().await, "INFO Password changed.");
+    alice.send(r#"/passwd "she said \"hi\" \\o/" x"#).await;
+    let short = alice.expect("ERR bad-args ").await;
+    assert!(short.contains("at least 8"), "{short}");
+    let mut again = server.connect().await;
+    again.login("alice", r#"she said "hi" \o/"#).await;
+}

@@ -22,10 +22,26 @@ use tlschat::protocol::{
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The characters the contract forbids in text, written out from `PROTOCOL.md`:
-/// U+0000–U+001F except TAB, U+007F, U+0080–U+009F.
+/// The characters forbidden in text wherever they appear: the contract's controls
+/// (U+0000–U+001F except TAB, U+007F, U+0080–U+009F), and, settled in docs/PROTOCOL.md,
+/// the bidi embeddings, overrides and isolates, the line and paragraph separators, the
+/// deprecated format and interlinear annotation characters, and the language tag.
 fn is_forbidden_char(c: char) -> bool {
-    (c <= '\u{1f}' && c != '\t') || ('\u{7f}'..='\u{9f}').contains(&c)
+    let c = c as u32;
+    (c <= 0x1f && c != 0x09)
+        || (0x7f..=0x9f).contains(&c)
+        || (0x202a..=0x202e).contains(&c)
+        || (0x2066..=0x2069).contains(&c)
+        || c == 0x2028
+        || c == 0x2029
+        || (0x206a..=0x206f).contains(&c)
+        || (0xfff9..=0xfffb).contains(&c)
+        || c == 0xe0001
+}
+
+/// Tag characters: allowed only inside an emoji flag sequence.
+fn is_tag_char(c: char) -> bool {
+    ('\u{e0020}'..='\u{e007f}').contains(&c)
 }
 
 fn forbidden_char() -> impl Strategy<Value = char> {
@@ -33,15 +49,36 @@ fn forbidden_char() -> impl Strategy<Value = char> {
         prop::char::range('\u{0}', '\u{8}'),
         prop::char::range('\u{a}', '\u{1f}'),
         prop::char::range('\u{7f}', '\u{9f}'),
+        prop::char::range('\u{202a}', '\u{202e}'),
+        prop::char::range('\u{2066}', '\u{2069}'),
+        select(vec![
+            '\u{2028}',
+            '\u{2029}',
+            '\u{206f}',
+            '\u{fffb}',
+            '\u{e0001}'
+        ]),
     ]
 }
+
+/// Emoji sequences that must survive the check: joined families, variation selectors,
+/// skin tones, tag-sequence flags, and the marks right-to-left text needs.
+const EMOJI_SEQUENCES: &[&str] = &[
+    "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}",
+    "\u{2764}\u{fe0f}",
+    "\u{263a}\u{fe0e}",
+    "\u{1f44d}\u{1f3fd}",
+    "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
+    "\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}",
+    "\u{1f1fa}\u{1f1e6}",
+    "\u{5e9}\u{200f}!",
+    "\u{200e}",
+];
 
 /// Characters that are awkward for parsers: Unicode whitespace, case-folding traps
 /// (`ſ`, Kelvin sign, dotless/dotted i, fullwidth letters), zero-width characters, emoji.
 const TRICKY_CHARS: &[char] = &[
     '\u{a0}',
-    '\u{2028}',
-    '\u{2029}',
     '\u{3000}',
     '\u{1680}',
     '\u{200b}',
@@ -66,12 +103,19 @@ fn clean_char() -> impl Strategy<Value = char> {
         3 => prop::char::range('0', '9'),
         6 => select(vec![' ', ' ', ' ', '/', '#', '_', '-', '\t', '.']),
         2 => select(TRICKY_CHARS),
-        2 => any::<char>().prop_filter("no forbidden controls", |&c| !is_forbidden_char(c)),
+        2 => any::<char>().prop_filter("no forbidden controls", |&c| !is_forbidden_char(c) && !is_tag_char(c)),
     ]
 }
 
 fn clean_string(max: usize) -> impl Strategy<Value = String> {
-    vec(clean_char(), 0..max).prop_map(String::from_iter)
+    vec(
+        prop_oneof![
+            20 => clean_char().prop_map(String::from),
+            1 => select(EMOJI_SEQUENCES).prop_map(String::from),
+        ],
+        0..max,
+    )
+    .prop_map(|pieces| pieces.concat())
 }
 
 /// Text as a user might type it, forbidden controls included.
@@ -447,12 +491,30 @@ proptest! {
         }
     }
 
-    /// `has_forbidden_control` is exactly the contract's list of forbidden characters.
+    /// `has_forbidden_control` is exactly the list of forbidden characters, wherever they
+    /// stand; clean text with emoji sequences passes.
     #[test]
     fn forbidden_controls_are_the_contracts(c in any::<char>(), text in clean_string(16)) {
+        prop_assume!(!is_tag_char(c));
         prop_assert_eq!(has_forbidden_control(&c.to_string()), is_forbidden_char(c));
         prop_assert!(!has_forbidden_control(&text));
         prop_assert_eq!(has_forbidden_control(&format!("{text}{c}{text}")), is_forbidden_char(c));
+    }
+
+    /// A tag character is refused unless it is part of a whole flag sequence: on its own,
+    /// after plain text, or appended to a complete flag.
+    #[test]
+    fn loose_tag_characters_are_refused(
+        tag in prop::char::range('\u{e0020}', '\u{e007f}'),
+        text in clean_string(16),
+    ) {
+        let flag = "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}";
+        let loose = format!("{text}{tag}");
+        let after_a_flag = format!("{text}{flag}{tag}");
+        let whole_flag = format!("{text}{flag}{text}");
+        prop_assert!(has_forbidden_control(&loose));
+        prop_assert!(has_forbidden_control(&after_a_flag));
+        prop_assert!(!has_forbidden_control(&whole_flag));
     }
 
     /// A line without forbidden controls that does not start with `/` is a message to the

@@ -355,6 +355,45 @@ async fn control_characters_are_refused_and_never_reach_others() {
 }
 
 #[tokio::test]
+async fn direction_overrides_and_line_separators_are_refused_but_emoji_pass() {
+    let server = TestServer::start().await;
+    let (mut alice, mut bob) = alice_and_bob(&server).await;
+    let bad = [
+        // "Trojan Source": an override makes the line read in another order.
+        "pay \u{202e}txt.exe",
+        "\u{202a}embedded\u{202c}",
+        "\u{2066}isolated\u{2069}",
+        "\u{2067}rtl isolate",
+        "line\u{2028}separator",
+        "paragraph\u{2029}separator",
+        "/msg bob \u{202d}override",
+        // Invisible tag characters outside a flag: hidden text.
+        "look \u{e0068}\u{e0069}",
+    ];
+    for (i, text) in bad.into_iter().enumerate() {
+        alice.send(text).await;
+        alice.expect("ERR bad-text ").await;
+        say_marker(
+            &mut alice,
+            "alice",
+            &mut bob,
+            &format!("after invisible {i}"),
+        )
+        .await;
+    }
+    // Emoji sequences keep working: joined families, variation selectors, tag flags; and
+    // right-to-left marks.
+    for text in [
+        "family \u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}",
+        "heart \u{2764}\u{fe0f}",
+        "england \u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
+        "\u{5e9}\u{5dc}\u{5d5}\u{5dd}\u{200f}!",
+    ] {
+        say_marker(&mut alice, "alice", &mut bob, text).await;
+    }
+}
+
+#[tokio::test]
 async fn tab_is_allowed_and_delivered() {
     let server = TestServer::start().await;
     let (mut alice, mut bob) = alice_and_bob(&server).await;

@@ -60,13 +60,19 @@ impl Tmux {
 
     /// Starts `command` in a detached 100x50 session named `name`.
     fn start(&self, name: &str, command: &str) {
+        self.start_sized(name, command, 100);
+    }
+
+    /// Starts `command` in a detached session `columns` wide and 50 rows high.
+    fn start_sized(&self, name: &str, command: &str, columns: u16) {
+        let columns = columns.to_string();
         let output = self.run(&[
             "new-session",
             "-d",
             "-s",
             name,
             "-x",
-            "100",
+            &columns,
             "-y",
             "50",
             command,
@@ -359,4 +365,268 @@ async fn a_new_teammate_logs_in_with_an_invite_code_and_chooses_a_password() {
             .any(|l| l.ends_with(" carol hello, I am new here")),
         "{history:#?}"
     );
+}
+
+/// Puts `text` in a tmux paste buffer and pastes it into `name`: as a bracketed paste when
+/// `bracketed` (the terminal tells the program where the paste starts and ends), else as
+/// typed keys, line breaks as Enter, as a terminal without bracketed paste does.
+fn paste(tmux: &Tmux, name: &str, text: &str, bracketed: bool) {
+    let output = tmux.run(&["set-buffer", "-b", "paste", text]);
+    assert!(output.status.success(), "tmux set-buffer: {output:?}");
+    let mut args = vec!["paste-buffer", "-b", "paste", "-t", name];
+    if bracketed {
+        args.push("-p");
+    }
+    let output = tmux.run(&args);
+    assert!(output.status.success(), "tmux paste-buffer: {output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thirty_line_paste_arrives_as_thirty_messages_with_or_without_bracketed_paste() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", ALICE_PASSWORD).await;
+    server.add_user("carol", CAROL_PASSWORD).await;
+    let config_home = tempfile::tempdir().unwrap();
+    let mut carol = server.login("carol", CAROL_PASSWORD).await;
+    let tmux = Tmux::new();
+    open_chat(&tmux, &server, config_home.path(), "alice", ALICE_PASSWORD).await;
+
+    for (round, bracketed) in [(1, true), (2, false)] {
+        let text: String = (1..=30)
+            .map(|n| format!("paste {round} line {n:02}\n"))
+            .collect();
+        paste(&tmux, "alice", &text, bracketed);
+        tmux.wait_for("alice", "the question before a large paste", |s| {
+            s.contains("Send 30 pasted lines to #general? y: send")
+        })
+        .await;
+        tmux.keys("alice", &["y"]);
+        // Every line, in order, as a message of its own; none refused for flooding.
+        for n in 1..=30 {
+            let line = carol.skip_until("MSG #general ").await;
+            assert!(
+                line.ends_with(&format!(" alice paste {round} line {n:02}")),
+                "{line}"
+            );
+        }
+        let screen = tmux
+            .wait_for("alice", "the last pasted line", |s| {
+                s.contains(&format!("<alice> paste {round} line 30"))
+            })
+            .await;
+        assert!(!screen.contains("rate-limited"), "{screen}");
+    }
+    carol.send("/history #general 100").await;
+    let history = carol.collect_until("END history").await;
+    assert_eq!(history.len() - 1, 60, "{history:#?}");
+
+    // A line longer than the server takes is refused by the client, and stays in the input.
+    paste(&tmux, "alice", &"x".repeat(5000), true);
+    tmux.wait_for("alice", "the pasted line in the input", |s| {
+        s.contains("#general> xxxxxxxxxx")
+    })
+    .await;
+    tmux.keys("alice", &["Enter"]);
+    let screen = tmux
+        .wait_for("alice", "the refusal", |s| {
+            s.contains("Not sent: that line is 5014 bytes")
+        })
+        .await;
+    assert!(screen.contains("#general> xxxxxxxxxx"), "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwd_asks_without_showing_or_remembering_the_passwords() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    // The README's kind of passphrase: with spaces.
+    server.add_user("alice", ALICE_PASSWORD).await;
+    let config_home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    open_chat(&tmux, &server, config_home.path(), "alice", ALICE_PASSWORD).await;
+    const NEW_PASSWORD: &str = "a brand new passphrase";
+
+    tmux.type_line("alice", "/passwd");
+    tmux.wait_for("alice", "the question for the current password", |s| {
+        s.contains("Current password (hidden")
+    })
+    .await;
+    tmux.type_line("alice", ALICE_PASSWORD);
+    tmux.wait_for("alice", "the question for the new one", |s| {
+        s.contains("New password (hidden")
+    })
+    .await;
+    tmux.keys("alice", &["-l", NEW_PASSWORD]);
+    let screen = tmux.screen("alice");
+    assert!(!screen.contains(NEW_PASSWORD), "{screen}");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_for("alice", "the question to repeat it", |s| {
+        s.contains("Repeat the new password")
+    })
+    .await;
+    tmux.type_line("alice", NEW_PASSWORD);
+    let screen = tmux
+        .wait_for("alice", "the server's confirmation", |s| {
+            s.contains("-- Password changed.")
+        })
+        .await;
+    for secret in [ALICE_PASSWORD, NEW_PASSWORD, "brand new"] {
+        assert!(!screen.contains(secret), "{secret:?} on screen:\n{screen}");
+    }
+    // Up brings back no password.
+    tmux.keys("alice", &["Up"]);
+    let screen = tmux.screen("alice");
+    for secret in [ALICE_PASSWORD, NEW_PASSWORD, "/passwd"] {
+        assert!(!screen.contains(secret), "{secret:?} on screen:\n{screen}");
+    }
+    server.login("alice", NEW_PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_bar_tells_how_reconnecting_goes_and_why_a_session_ended() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", ALICE_PASSWORD).await;
+    server.add_user("carol", CAROL_PASSWORD).await;
+    let addr = server.addr;
+    let db = server.files.db();
+    common::admin::assert_success(
+        &common::admin::admin_async(&db, &["role", "carol", "admin"], None).await,
+    );
+    let config_home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    open_chat(&tmux, &server, config_home.path(), "alice", ALICE_PASSWORD).await;
+
+    // The server goes away: failures are told in the status bar, not piled up as lines.
+    let files = server.stop().await;
+    let screen = tmux
+        .wait_for("alice", "failed attempts in the status bar", |s| {
+            s.contains("Ctrl+R: now | last: cannot connect")
+        })
+        .await;
+    assert!(
+        !screen.contains("!! "),
+        "no error lines in the conversation:\n{screen}"
+    );
+    assert_eq!(occurrences(&screen, "Connection lost"), 1, "{screen}");
+    let server = TestServer::restart_at(files, addr).await;
+    tmux.wait_for("alice", "the reconnection", |s| {
+        s.contains(" connected | ") && s.contains("Reconnected")
+    })
+    .await;
+
+    // Kicked: the session ends, says why and how to leave, and forgets who is online.
+    let mut carol = server.login("carol", CAROL_PASSWORD).await;
+    tmux.wait_for("alice", "carol online", |s| {
+        s.contains("online: alice, carol")
+    })
+    .await;
+    carol.send("/kick alice enough for today").await;
+    carol.skip_until("INFO Kicked").await;
+    let screen = tmux
+        .wait_for("alice", "the end of the session", |s| {
+            s.contains("ended: you were kicked by carol: enough for today | Ctrl+C: quit")
+        })
+        .await;
+    assert!(
+        screen.contains("!! Session ended: you were kicked by carol: enough for today.")
+            && screen.contains("Ctrl+R to log in again, or Ctrl+C to quit."),
+        "{screen}"
+    );
+    assert!(!screen.contains("online:"), "{screen}");
+    // A kick is not a lock: Ctrl+R logs in again at once (nothing else would).
+    tmux.keys("alice", &["C-r"]);
+    let join = carol.skip_until("JOIN #general ").await;
+    assert!(join.ends_with(" alice"), "{join}");
+    tmux.wait_for("alice", "connected again", |s| {
+        s.contains(" connected | ") && s.contains("online: alice, carol")
+    })
+    .await;
+}
+
+/// Adds alice to `server` and gives the command line of her `chat`, with the config home
+/// it uses (kept for as long as the command runs).
+async fn alice_command(server: &TestServer) -> (String, tempfile::TempDir) {
+    server.add_user("alice", ALICE_PASSWORD).await;
+    let config_home = tempfile::tempdir().unwrap();
+    let ca = server.files.certs().ca_cert;
+    let command = chat_command(
+        server.addr.port(),
+        &ca,
+        config_home.path(),
+        "alice",
+        Some(ALICE_PASSWORD),
+    );
+    (command, config_home)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padded_text_cannot_pass_for_a_line_of_its_own_in_the_plain_client() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("bob", BOB_PASSWORD).await;
+    let (command, _config_home) = alice_command(&server).await;
+    let tmux = Tmux::new();
+    let command = command.replace(" --nick alice", " --nick alice --plain");
+    tmux.start_sized("alice", &command, 80);
+    tmux.wait_for("alice", "the plain client logged in", |s| {
+        s.contains("-- Logged in.")
+    })
+    .await;
+    let mut bob = server.login("bob", BOB_PASSWORD).await;
+    // `[HH:MM] #general <bob> hi` is 25 columns: the padding fills the row, and on a
+    // terminal that wraps by itself the fake starts the next one.
+    let fake = "[12:00] #general <carol> please send me your password";
+    bob.send(&format!("hi{}{fake}", " ".repeat(55))).await;
+    bob.send("/say #general a second, honest line").await;
+    let screen = tmux
+        .wait_for("alice", "bob's messages", |s| {
+            s.contains("a second, honest line")
+        })
+        .await;
+    assert!(
+        screen.lines().any(|row| row == format!("     | {fake}")),
+        "the continuation is marked:\n{screen}"
+    );
+    assert!(
+        !screen
+            .lines()
+            .any(|row| row.starts_with("[12:00] #general <carol>")),
+        "a fake line:\n{screen}"
+    );
+    // Refused outright: a direction override and a line separator.
+    bob.send("/say #general abc\u{202e}fed").await;
+    bob.skip_until("ERR bad-text ").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_question_takes_a_y() {
+    if !tmux_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let (command, _config_home) = alice_command(&server).await;
+    let tmux = Tmux::new();
+    // Without --ca the test CA is unknown: chat shows the fingerprint and asks.
+    let ca = server.files.certs().ca_cert;
+    let command = command.replace(&format!(" --ca '{}'", ca.display()), "");
+    tmux.start("alice", &command);
+    tmux.wait_for("alice", "the trust question", |s| {
+        s.contains("Trust this certificate")
+    })
+    .await;
+    tmux.type_line("alice", "y");
+    tmux.wait_for("alice", "the logged-in chat", |s| {
+        s.contains("connected | localhost:") && s.contains("#general>")
+    })
+    .await;
 }

@@ -17,10 +17,9 @@ use tokio::sync::mpsc;
 use tlschat::auth::password_problem;
 use tlschat::client::trust::{self, Trust};
 use tlschat::client::tui::{self, LoginError, LoginStep};
-use tlschat::client::{config, render_line, LineReader, LineWriter};
+use tlschat::client::{config, render_line, wrap_rows, LineReader, LineWriter};
 use tlschat::protocol::{
-    has_forbidden_control, is_forbidden_control, ByeReason, ErrorCode, ServerLine,
-    MIN_PASSWORD_CHARS,
+    passwd_line, replace_forbidden, ByeReason, ErrorCode, ServerLine, MIN_PASSWORD_CHARS,
 };
 
 /// Server used when neither a flag, the environment nor the config file names one.
@@ -125,11 +124,19 @@ fn ask_to_trust(server: &str, fingerprint: &str) -> bool {
         if std::io::stdin().lock().read_line(&mut answer).unwrap_or(0) == 0 {
             return false;
         }
-        match answer.trim().to_lowercase().as_str() {
-            "yes" => return true,
-            "no" | "" => return false,
-            _ => eprintln!("Please type yes or no."),
+        match trust_answer(&answer) {
+            Some(trust) => return trust,
+            None => eprintln!("Please type yes or no."),
         }
+    }
+}
+
+/// yes/y (any case) trusts, no/n or nothing refuses; `None` asks again.
+fn trust_answer(answer: &str) -> Option<bool> {
+    match answer.trim().to_lowercase().as_str() {
+        "yes" | "y" => Some(true),
+        "no" | "n" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -194,47 +201,89 @@ fn choose_password(problem: Option<String>) -> anyhow::Result<String> {
              (at least {MIN_PASSWORD_CHARS} characters; only you will know it)."
         ),
     }
+    Ok(ask_new_password(false)?.unwrap_or_default())
+}
+
+/// Asks on the terminal, twice and without echo, until both agree and the password is long
+/// enough. `None` when the person left it empty to cancel, where `may_cancel`.
+fn ask_new_password(may_cancel: bool) -> anyhow::Result<Option<String>> {
     loop {
         let first = rpassword::prompt_password("New password: ")?;
+        if first.is_empty() && may_cancel {
+            return Ok(None);
+        }
         if let Some(problem) = password_problem(&first) {
             eprintln!("{problem}.");
             continue;
         }
         if rpassword::prompt_password("Repeat it: ")? == first {
-            return Ok(first);
+            return Ok(Some(first));
         }
         eprintln!("The two differ; once more.");
     }
 }
 
+/// `/passwd` on its own: asks for the current and the new password (on a terminal without
+/// echo; in a pipe they are the next two lines) and makes the line that changes it, quoted
+/// so that any password works. `None` when cancelled or the input ended.
+fn password_change_line(
+    interactive: bool,
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+) -> anyhow::Result<Option<String>> {
+    let (old, new) = if interactive {
+        eprintln!("Changing your password (an empty answer cancels).");
+        let old = rpassword::prompt_password("Current password: ")?;
+        if old.is_empty() {
+            return Ok(None);
+        }
+        match ask_new_password(true)? {
+            Some(new) => (old, new),
+            None => return Ok(None),
+        }
+    } else {
+        match (lines.next(), lines.next()) {
+            (Some(old), Some(new)) => (old?, new?),
+            _ => return Ok(None),
+        }
+    };
+    Ok(Some(passwd_line(&old, &new)))
+}
+
+fn is_bare_passwd(line: &str) -> bool {
+    line.trim().eq_ignore_ascii_case("/passwd")
+}
+
 fn show(args: &Args, raw: &str, parsed: Option<&ServerLine>) {
     if args.raw {
         println!("{raw}");
-    } else if let Some(parsed) = parsed {
-        if let Some(text) = render_line(parsed) {
-            println!("{}", without_controls(&text));
-        }
-    } else {
-        println!("{}", without_controls(raw));
+        return;
+    }
+    let text = match parsed {
+        Some(parsed) => match render_line(parsed) {
+            Some(text) => text,
+            None => return,
+        },
+        None => raw.to_owned(),
+    };
+    // The server refuses control and direction-changing characters in what users send;
+    // should a server send one anyway, it is shown as U+FFFD rather than obeyed.
+    let text = replace_forbidden(&text);
+    // On a terminal the client wraps lines itself, so that a continuation row is marked
+    // and never starts where a line of its own would (`--raw` and pipes are verbatim).
+    match terminal_width() {
+        Some(width) => println!("{}", wrap_rows(&text, width).join("\n")),
+        None => println!("{text}"),
     }
 }
 
-/// The server refuses control characters in what users send; should a server send one
-/// anyway, it is shown as U+FFFD rather than obeyed by the terminal (`--raw` is verbatim).
-fn without_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !has_forbidden_control(text) {
-        return text.into();
+/// The width of the terminal standard output goes to, if it goes to one.
+fn terminal_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
     }
-    text.chars()
-        .map(|c| {
-            if is_forbidden_control(c) {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect::<String>()
-        .into()
+    crossterm::terminal::size()
+        .ok()
+        .map(|(columns, _)| usize::from(columns))
 }
 
 fn exit_code_for(reason: &ByeReason) -> ExitCode {
@@ -353,8 +402,24 @@ async fn chat(
 ) -> anyhow::Result<ExitCode> {
     let (input_tx, mut input) = mpsc::channel::<String>(64);
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
+        let interactive = std::io::stdin().is_terminal();
+        let mut lines = std::io::stdin().lock().lines();
+        while let Some(Ok(mut line)) = lines.next() {
+            // Asked here, in the one thread that reads standard input, so a typed password
+            // can never be taken for a chat line.
+            if is_bare_passwd(&line) {
+                match password_change_line(interactive, &mut lines) {
+                    Ok(Some(change)) => line = change,
+                    Ok(None) => {
+                        eprintln!("Password not changed.");
+                        continue;
+                    }
+                    Err(error) => {
+                        eprintln!("Password not changed: {error:#}");
+                        continue;
+                    }
+                }
+            }
             if input_tx.blocking_send(line).is_err() {
                 break;
             }
@@ -402,11 +467,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_from_a_server_are_shown_not_obeyed() {
-        assert_eq!(without_controls("plain ünïcode\ttab"), "plain ünïcode\ttab");
+    fn the_trust_question_takes_y_and_n_in_any_case() {
+        for yes in ["yes\n", "y\n", "Y", " YES "] {
+            assert_eq!(trust_answer(yes), Some(true), "{yes:?}");
+        }
+        for no in ["no\n", "n", "N", "\n"] {
+            assert_eq!(trust_answer(no), Some(false), "{no:?}");
+        }
+        assert_eq!(trust_answer("maybe"), None);
+    }
+
+    #[test]
+    fn a_bare_passwd_in_a_pipe_takes_the_next_two_lines() {
+        assert!(is_bare_passwd(" /PASSWD "));
+        assert!(!is_bare_passwd("/passwd a b"));
+        let mut lines = ["old pass phrase", "new \"pass\" phrase", "hello"]
+            .into_iter()
+            .map(|l| Ok(l.to_owned()));
+        let line = password_change_line(false, &mut lines).unwrap().unwrap();
         assert_eq!(
-            without_controls("a\u{1b}[2Jb\u{7}c\u{9b}d"),
-            "a\u{fffd}[2Jb\u{fffd}c\u{fffd}d"
+            tlschat::protocol::parse_command(&line).unwrap().unwrap(),
+            tlschat::protocol::Command::Passwd {
+                old: "old pass phrase".into(),
+                new: "new \"pass\" phrase".into()
+            }
         );
+        assert_eq!(lines.next().unwrap().unwrap(), "hello");
+        assert_eq!(password_change_line(false, &mut lines).unwrap(), None);
     }
 }

@@ -20,7 +20,7 @@ mod render;
 pub mod trust;
 pub mod tui;
 
-pub use render::render_line;
+pub use render::{render_line, wrap_rows, CONTINUATION};
 
 /// Server lines can be longer than client lines: a 4096-byte message plus its prefix.
 const MAX_SERVER_LINE: usize = 64 * 1024;

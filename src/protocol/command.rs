@@ -77,7 +77,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
     if has_forbidden_control(line) {
         return Err(CommandError::new(
             ErrorCode::BadText,
-            "Control characters are not allowed",
+            "Control characters and invisible formatting characters (direction overrides, line separators) are not allowed",
         ));
     }
     let Some(after_slash) = line.strip_prefix('/') else {
@@ -118,16 +118,7 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, CommandError> {
         },
         "who" => Command::Who(optional_room(rest, "/who [#room]")?),
         "history" => parse_history(rest)?,
-        "passwd" => {
-            let (old, new) = split_word(rest);
-            if old.is_empty() || new.is_empty() {
-                return Err(CommandError::usage("/passwd old new"));
-            }
-            Command::Passwd {
-                old: old.to_owned(),
-                new: new.to_owned(),
-            }
-        }
+        "passwd" => parse_passwd(rest)?,
         "kick" => {
             let (nick, reason) = split_word(rest);
             if nick.is_empty() {
@@ -188,6 +179,67 @@ fn optional_room(rest: &str, usage: &str) -> Result<Option<RoomName>, CommandErr
 
 fn room_arg(word: &str) -> Result<RoomName, CommandError> {
     RoomName::parse(word).map_err(|e| CommandError::new(ErrorCode::BadName, e.to_string()))
+}
+
+const PASSWD_USAGE: &str = "/passwd old new, or with spaces in a password: \
+/passwd \"old pass phrase\" \"new pass phrase\" (inside quotes, write \\\" for \" and \\\\ for \\)";
+
+/// `/passwd OLD NEW`. Each password is a double-quoted string, in which `\"` and `\\` stand
+/// for `"` and `\` (so any password can be written), or else: the old one a word, the new
+/// one the rest of the line, as typed.
+fn parse_passwd(rest: &str) -> Result<Command, CommandError> {
+    let usage = || CommandError::usage(PASSWD_USAGE);
+    let rest = rest.trim_start_matches(' ');
+    let (old, rest) = match rest.strip_prefix('"') {
+        Some(quoted) => unquote(quoted).ok_or_else(usage)?,
+        None => {
+            let (word, rest) = split_word(rest);
+            (word.to_owned(), rest)
+        }
+    };
+    let rest = rest.trim_start_matches(' ');
+    let new = match rest.strip_prefix('"') {
+        Some(quoted) => match unquote(quoted) {
+            Some((new, after)) if after.trim().is_empty() => new,
+            _ => return Err(usage()),
+        },
+        None => rest.to_owned(),
+    };
+    if old.is_empty() || new.is_empty() {
+        return Err(usage());
+    }
+    Ok(Command::Passwd { old, new })
+}
+
+/// Reads a quoted string whose opening quote is already consumed: the unescaped text, and
+/// what follows the closing quote (which must end the line or be followed by a space).
+fn unquote(input: &str) -> Option<(String, &str)> {
+    let mut text = String::new();
+    let mut chars = input.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, escaped @ ('"' | '\\'))) => text.push(escaped),
+                _ => return None,
+            },
+            '"' => {
+                let after = &input[at + 1..];
+                return (after.is_empty() || after.starts_with(' ')).then_some((text, after));
+            }
+            other => text.push(other),
+        }
+    }
+    None
+}
+
+/// The `/passwd` line that sets `new` in place of `old`, whatever characters they hold:
+/// what the bundled client sends after asking for both without echo.
+pub fn passwd_line(old: &str, new: &str) -> String {
+    format!("/passwd {} {}", quote(old), quote(new))
+}
+
+fn quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 const HISTORY_USAGE: &str =
@@ -333,6 +385,46 @@ mod tests {
         }
     }
 
+    fn passwd(old: &str, new: &str) -> Command {
+        Command::Passwd {
+            old: old.into(),
+            new: new.into(),
+        }
+    }
+
+    #[test]
+    fn passwords_with_spaces_and_quotes_can_be_written() {
+        assert_eq!(
+            parse(r#"/passwd "correct horse battery" "a new one""#),
+            passwd("correct horse battery", "a new one")
+        );
+        assert_eq!(
+            parse(r#"/passwd "old pass" new pass phrase "#),
+            passwd("old pass", "new pass phrase ")
+        );
+        assert_eq!(
+            parse(r#"/passwd "say \"hi\" \\o/" "  spaced  ""#),
+            passwd(r#"say "hi" \o/"#, "  spaced  ")
+        );
+        for bad in [
+            r#"/passwd "unterminated new"#,
+            r#"/passwd "old"x new"#,
+            r#"/passwd "bad \escape" new"#,
+            r#"/passwd "old" "new" extra"#,
+            r#"/passwd "" new"#,
+            r#"/passwd old """#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::BadArgs, "{bad}");
+        }
+        for (old, new) in [
+            ("plain", "plain two"),
+            (r#"a "quoted" \ mess "#, r#"\"#),
+            (" lead", "trail "),
+        ] {
+            assert_eq!(parse(&passwd_line(old, new)), passwd(old, new));
+        }
+    }
+
     #[test]
     fn other_commands_and_errors() {
         assert_eq!(
@@ -343,6 +435,7 @@ mod tests {
             }
         );
         assert_eq!(code("/passwd old"), ErrorCode::BadArgs);
+        assert_eq!(code("/passwd"), ErrorCode::BadArgs);
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(
             parse("/kick Bob  spamming the room "),

@@ -8,10 +8,10 @@ mod server_line;
 mod text;
 mod time;
 
-pub use command::{parse_command, Command, CommandError, HistoryQuery};
+pub use command::{parse_command, passwd_line, Command, CommandError, HistoryQuery};
 pub use names::{NameError, Nick, RoomName, DEFAULT_ROOM};
 pub use server_line::{ByeReason, ErrorCode, LeaveReason, ServerLine, StoredMessage};
-pub use text::{has_forbidden_control, is_blank, is_forbidden_control};
+pub use text::{has_forbidden_control, is_blank, is_forbidden_control, replace_forbidden};
 pub use time::{format_timestamp, now_millis};
 
 /// Default maximum length of one line, in bytes, not counting the line ending.

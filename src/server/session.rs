@@ -33,7 +33,7 @@ const HELP: &[&str] = &[
     "  /who [#room]               who is in a room and who of them is online",
     "  /history [#room] [n]       the last n messages (default 50, at most 500)",
     "  /history #room after ID [n]  messages after an id (catch-up)",
-    "  /passwd old new            change your password (the old one cannot contain spaces)",
+    "  /passwd old new            change your password; with spaces: /passwd \"old pass\" \"new pass\"",
     "  /kick nick [reason]        admins: disconnect every connection of nick",
     "  /quit                      leave",
 ];

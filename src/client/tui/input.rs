@@ -145,6 +145,28 @@ impl Input {
         line
     }
 
+    /// Enter on a line that must not be remembered (a password): the line, and an empty
+    /// input.
+    pub fn take_unremembered(&mut self) -> String {
+        let line = self.text();
+        self.text.clear();
+        self.cursor = 0;
+        self.browsing = None;
+        line
+    }
+
+    /// Removes and returns the text before the cursor (a paste with line breaks joins it).
+    pub fn take_before_cursor(&mut self) -> String {
+        let before: String = self.text.drain(..self.cursor).collect();
+        self.cursor = 0;
+        before
+    }
+
+    /// The cursor's position, in characters.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
     /// Up: the previous line sent.
     pub fn older(&mut self) {
         let next = match self.browsing {
@@ -259,6 +281,18 @@ mod tests {
         assert_eq!(input.text(), "draft");
         input.newer();
         assert_eq!(input.text(), "draft");
+    }
+
+    #[test]
+    fn unremembered_lines_stay_out_of_the_history() {
+        let mut input = typed("/say hi");
+        input.take();
+        input.insert_str("/passwd secret words");
+        assert_eq!(input.take_unremembered(), "/passwd secret words");
+        input.older();
+        assert_eq!(input.text(), "/say hi");
+        input.older();
+        assert_eq!(input.text(), "/say hi");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
     EventStream,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::client::trust::{self, Trust};
@@ -21,11 +21,13 @@ use crate::protocol::{ErrorCode, ServerLine};
 mod backoff;
 mod input;
 mod keys;
+mod pace;
 pub mod state;
 pub mod view;
 
 pub use backoff::Backoff;
-use state::{Action, App, Link};
+use pace::Pacer;
+use state::{Action, App, Link, Origin};
 
 /// Longest a login may take before the attempt counts as failed.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,12 +37,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// wait. (Resetting at every login would retry at once, forever, a server that accepts
 /// and then drops us.)
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
-/// The pace of the lines the client sends by itself, well under the server's flood limit
-/// (5 a second after a burst of 10), whatever the person types meanwhile.
-const AUTOMATIC_LINE_EVERY: Duration = Duration::from_millis(400);
+/// How often lines waiting for their turn are looked at (see [`Pacer`]).
+const PACE_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// Most key events taken together, when they arrive faster than they are read.
+const EVENT_BATCH: usize = 64 * 1024;
 
 /// Everything needed to connect and log in again, kept for the whole run (the password
 /// only in this process's memory).
+#[derive(Clone)]
 pub struct Account {
     pub server: String,
     pub trust: Trust,
@@ -221,9 +225,10 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut retry_at: Option<Instant> = None;
     let mut attempt: Option<tokio::task::JoinHandle<Reconnected>> = None;
-    let account = std::sync::Arc::new(account);
+    let mut account = std::sync::Arc::new(account);
     let mut countdown = tokio::time::interval(Duration::from_secs(1));
-    let mut automatic = tokio::time::interval(AUTOMATIC_LINE_EVERY);
+    let mut pace = tokio::time::interval(PACE_CHECK_EVERY);
+    let mut pacer = Pacer::new(std::time::Instant::now());
     let mut connected_since = Some(Instant::now());
 
     let outcome = loop {
@@ -231,7 +236,18 @@ pub async fn run(
         let now = now_millis();
         let actions = tokio::select! {
             event = events.next() => match event {
-                Some(Ok(event)) => keys::on_event(&mut app, event, now),
+                Some(Ok(event)) => {
+                    // What arrived together is handled together: a burst of keys with line
+                    // breaks is a paste (see `keys::on_events`).
+                    let mut batch = vec![event];
+                    while batch.len() < EVENT_BATCH {
+                        match events.next().now_or_never() {
+                            Some(Some(Ok(event))) => batch.push(event),
+                            _ => break,
+                        }
+                    }
+                    keys::on_events(&mut app, batch, now)
+                }
                 Some(Err(error)) => break Err(error.into()),
                 None => vec![Action::Exit],
             },
@@ -275,18 +291,16 @@ pub async fn run(
                         app.apply(welcome, now)
                     }
                     Err((error, permanent)) => {
-                        app.notice(state::EntryKind::Error(error.clone()), now);
-                        if permanent {
-                            app.link = Link::Closed(error);
-                        } else {
+                        app.reconnect_failed(error, permanent, now);
+                        if !permanent {
                             retry_at = Some(schedule(&mut app, &mut backoff, connected_since.take(), now));
                         }
                         Vec::new()
                     }
                 }
             }
-            _ = automatic.tick(), if connection.is_some() && !app.automatic.is_empty() => {
-                app.automatic.pop_front().map(Action::Send).into_iter().collect()
+            _ = pace.tick(), if connection.is_some() && (!app.outgoing.is_empty() || !app.automatic.is_empty()) => {
+                Vec::new()
             }
             _ = countdown.tick() => {
                 if let (Some(at), Link::Reconnecting { attempt, .. }) = (retry_at, &app.link) {
@@ -301,22 +315,37 @@ pub async fn run(
         let mut exit = false;
         for action in actions {
             match action {
-                Action::Send(line) => match connection.as_mut() {
-                    Some((_, writer)) => {
-                        if writer.send_line(&line).await.is_err() {
-                            // The read side notices the broken stream and reconnects.
-                            app.notice(
-                                state::EntryKind::Error("Not sent: the connection broke".into()),
-                                now,
-                            );
-                        }
+                Action::Send(line) if line.starts_with("/quit") => {
+                    if let Some((_, writer)) = connection.as_mut() {
+                        let _ = writer.send_line(&line).await;
                     }
-                    None if line.starts_with("/quit") => {}
-                    None => app.notice(
-                        state::EntryKind::Error("Not sent: not connected".into()),
-                        now,
-                    ),
-                },
+                }
+                Action::Send(line) => {
+                    if connection.is_none() && app.outgoing.is_empty() {
+                        app.notice(
+                            state::EntryKind::Info(
+                                "Not connected: what you send waits, and goes when the connection is back (the status bar counts it)."
+                                    .into(),
+                            ),
+                            now,
+                        );
+                    }
+                    app.outgoing.push_back(line);
+                }
+                Action::ReconnectNow => {
+                    if connection.is_none() && attempt.is_none() {
+                        if matches!(app.link, Link::Closed(_)) {
+                            backoff.reset();
+                        }
+                        retry_at = Some(Instant::now());
+                    }
+                }
+                Action::PasswordChanged(password) => {
+                    account = std::sync::Arc::new(Account {
+                        password,
+                        ..Account::clone(&account)
+                    });
+                }
                 Action::Bell => {
                     let mut out = std::io::stdout();
                     let _ = out.write_all(b"\x07");
@@ -331,6 +360,7 @@ pub async fn run(
             }
             break Ok(());
         }
+        send_waiting(&mut app, &mut connection, &mut pacer).await;
     };
     drop(terminal);
     drop(screen);
@@ -338,6 +368,28 @@ pub async fn run(
         task.abort();
     }
     outcome
+}
+
+/// Sends what waits, as far as the pace allows.
+async fn send_waiting(app: &mut App, connection: &mut Option<Connection>, pacer: &mut Pacer) {
+    let Some((_, writer)) = connection.as_mut() else {
+        return;
+    };
+    while (!app.outgoing.is_empty() || !app.automatic.is_empty())
+        && pacer.try_take(std::time::Instant::now())
+    {
+        let Some((line, origin)) = app.next_line() else {
+            break;
+        };
+        if writer.send_line(&line).await.is_err() {
+            // The read side notices the broken stream and reconnects; the person's line
+            // goes again then (the client's own are asked again anyway).
+            if origin == Origin::Person {
+                app.outgoing.push_front(line);
+            }
+            break;
+        }
+    }
 }
 
 /// Counts the attempt and says when it will be. A connection that had lived a while

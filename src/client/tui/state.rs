@@ -4,8 +4,12 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use crate::auth::password_problem;
 use crate::client::render::bye_words;
-use crate::protocol::{ByeReason, LeaveReason, ServerLine, StoredMessage};
+use crate::protocol::{
+    is_forbidden_control, parse_command, passwd_line, ByeReason, Command, ErrorCode, LeaveReason,
+    ServerLine, StoredMessage, DEFAULT_MAX_LINE,
+};
 
 use super::input::Input;
 
@@ -15,6 +19,10 @@ pub const SCROLLBACK: usize = 5_000;
 const ORPHANS: usize = 100;
 /// Messages asked for per catch-up request (the server's most).
 const CATCH_UP_PAGE: usize = 500;
+/// A paste of more lines than this asks before sending.
+pub const PASTE_CONFIRM_LINES: usize = 5;
+/// The longest line the server takes (its default `--max-line`), in bytes.
+pub const MAX_LINE: usize = DEFAULT_MAX_LINE;
 
 /// A room, or the private conversation with one person.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -168,13 +176,50 @@ impl Conversation {
     }
 }
 
-/// One catch-up request on its way: what its answer has brought so far.
+/// A `/history` request on its way: what its answer has brought so far.
 #[derive(Debug)]
-struct CatchUp {
-    room: String,
-    received: usize,
-    /// The highest id in the answer: where the next page starts.
-    newest: i64,
+enum HistoryRequest {
+    /// Sent by the client after a reconnect; its answer is not announced.
+    CatchUp {
+        room: String,
+        received: usize,
+        /// The highest id in the answer: where the next page starts.
+        newest: i64,
+    },
+    /// Typed by the person, who is told what it brought.
+    Asked {
+        room: Option<String>,
+        received: usize,
+        /// Messages that were not on screen yet.
+        added: usize,
+    },
+}
+
+/// Which password the full-screen client is asking for, without echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretStep {
+    Old,
+    New { old: String },
+    Repeat { old: String, new: String },
+}
+
+impl SecretStep {
+    pub fn prompt(&self) -> &'static str {
+        match self {
+            Self::Old => "Current password (hidden; Esc cancels): ",
+            Self::New { .. } => "New password (hidden; Esc cancels): ",
+            Self::Repeat { .. } => "Repeat the new password: ",
+        }
+    }
+}
+
+/// A multi-line paste waiting for the person's yes or no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPaste {
+    /// Where it goes, for the question.
+    pub title: String,
+    /// The lines to send, ready for the wire.
+    pub lines: Vec<String>,
 }
 
 /// The connection as the status bar shows it.
@@ -190,8 +235,17 @@ pub enum Link {
     Connecting {
         attempt: u32,
     },
-    /// No more attempts: the reason in words.
+    /// The session ended and no attempt is made by itself: the reason in words.
     Closed(String),
+}
+
+/// Who a line to send comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Typed or pasted: it must not be lost.
+    Person,
+    /// The client's own (`/who`, catch-up): asked again after a reconnect anyway.
+    Client,
 }
 
 /// What the client must do after a key press or a server line.
@@ -203,6 +257,11 @@ pub enum Action {
     Bell,
     /// Leave the program.
     Exit,
+    /// Try to connect again now, without waiting for the next attempt.
+    ReconnectNow,
+    /// The server confirmed a password change from this client: log in with this one from
+    /// now on.
+    PasswordChanged(String),
 }
 
 /// Whether to try again after the server closed the connection with this reason.
@@ -238,11 +297,22 @@ pub struct App {
     joining: Option<String>,
     /// `/who` answers we asked for ourselves (to fill the online list), not to be shown.
     quiet_who: Vec<String>,
-    /// Catch-up `/history` requests not yet answered, oldest first.
-    quiet_history: VecDeque<CatchUp>,
-    /// Lines the client sends by itself (`/who`, catch-up `/history`), sent a few a second
-    /// by the event loop so that they never meet the server's flood limit.
+    /// `/history` requests sent and not yet answered, oldest first.
+    history_requests: VecDeque<HistoryRequest>,
+    /// Lines the client sends by itself (`/who`, catch-up `/history`), paced by the event
+    /// loop so that they never meet the server's flood limit.
     pub automatic: VecDeque<String>,
+    /// Lines of the person's (typed or pasted) waiting for their turn; they go before the
+    /// automatic ones, and stay across a reconnect.
+    pub outgoing: VecDeque<String>,
+    /// Why the last attempt to connect failed, for the status bar.
+    pub last_error: Option<String>,
+    /// Asking for passwords for `/passwd`.
+    pub secret: Option<SecretStep>,
+    /// A paste asking whether to send it.
+    pub pending_paste: Option<PendingPaste>,
+    /// The new password of a `/passwd` sent, until the server confirms it.
+    pending_password: Option<String>,
     /// Logged in, and the server's `INFO` naming its current room (which ends the login
     /// replay) not yet seen: that room means nothing here, where every line names its own.
     awaiting_room_info: bool,
@@ -265,8 +335,13 @@ impl App {
             reconnected: false,
             joining: None,
             quiet_who: Vec::new(),
-            quiet_history: VecDeque::new(),
+            history_requests: VecDeque::new(),
             automatic: VecDeque::new(),
+            outgoing: VecDeque::new(),
+            last_error: None,
+            secret: None,
+            pending_paste: None,
+            pending_password: None,
             awaiting_room_info: false,
             page_rows: 10,
             orphans: Vec::new(),
@@ -413,11 +488,23 @@ impl App {
                 .news_after
                 .is_some_and(|seen| id > seen);
         if replayed {
-            if let Some(request) = self.quiet_history.front_mut() {
-                if request.room == self.conversations[at].title {
-                    request.received += 1;
-                    request.newest = request.newest.max(id);
+            let is_new = !self.conversations[at].ids.contains(&id);
+            match self.history_requests.front_mut() {
+                Some(HistoryRequest::CatchUp {
+                    room,
+                    received,
+                    newest,
+                }) if *room == self.conversations[at].title => {
+                    *received += 1;
+                    *newest = (*newest).max(id);
                 }
+                Some(HistoryRequest::Asked {
+                    received, added, ..
+                }) => {
+                    *received += 1;
+                    *added += usize::from(is_new);
+                }
+                _ => {}
             }
         }
         self.add_message(at, entry, news)
@@ -432,6 +519,7 @@ impl App {
             ServerLine::Welcome { nick, text } => {
                 self.nick = nick;
                 self.link = Link::Connected;
+                self.last_error = None;
                 self.awaiting_room_info = true;
                 let text = if self.reconnected {
                     "Reconnected.".to_owned()
@@ -477,7 +565,6 @@ impl App {
                     }
                     self.conversations[at].confirmed = true;
                     // Who else is here, for the status bar; the answer is not shown.
-                    self.quiet_who.push(room.clone());
                     self.automatic.push_back(format!("/who {room}"));
                     return Vec::new();
                 } else {
@@ -546,14 +633,22 @@ impl App {
                     "who" if !self.quiet_who.is_empty() => {
                         self.quiet_who.remove(0);
                     }
-                    "history" => {
-                        if let Some(request) = self.quiet_history.pop_front() {
-                            // A full page: there may be more after its last message.
-                            if request.received >= CATCH_UP_PAGE {
-                                self.ask_history_after(&request.room, request.newest);
-                            }
+                    "history" => match self.history_requests.pop_front() {
+                        // A full page: there may be more after its last message.
+                        Some(HistoryRequest::CatchUp {
+                            room,
+                            received,
+                            newest,
+                        }) if received >= CATCH_UP_PAGE => {
+                            self.ask_history_after(&room, newest);
                         }
-                    }
+                        Some(HistoryRequest::Asked {
+                            room,
+                            received,
+                            added,
+                        }) => self.history_answered(room, received, added, now),
+                        _ => {}
+                    },
                     _ => {}
                 }
                 Vec::new()
@@ -568,48 +663,175 @@ impl App {
                 Vec::new()
             }
             ServerLine::Info(text) => {
+                // The wording of the server's confirmation (docs/PROTOCOL.md).
+                let changed = text.starts_with("Password changed");
                 self.notice(EntryKind::Info(text), now);
-                Vec::new()
+                match self.pending_password.take() {
+                    Some(password) if changed => vec![Action::PasswordChanged(password)],
+                    pending => {
+                        self.pending_password = pending;
+                        Vec::new()
+                    }
+                }
             }
             ServerLine::Err { code, text } => {
+                // A refused `/history` has no `END`: its place in the queue goes with it.
+                if matches!(
+                    code,
+                    ErrorCode::BadArgs | ErrorCode::NotInRoom | ErrorCode::NoSuchRoom
+                ) && matches!(
+                    self.history_requests.front(),
+                    Some(HistoryRequest::Asked { received: 0, .. })
+                ) {
+                    self.history_requests.pop_front();
+                }
                 self.notice(EntryKind::Error(format!("{text} ({code})")), now);
                 Vec::new()
             }
             ServerLine::Bye(reason) => {
                 let words = bye_words(&reason);
-                self.notice(
-                    EntryKind::Info(format!("Disconnected by the server: {words}.")),
-                    now,
-                );
-                if !reconnects_after(&reason) {
-                    self.link = Link::Closed(words);
+                if reconnects_after(&reason) {
+                    self.notice(
+                        EntryKind::Info(format!("Disconnected by the server: {words}.")),
+                        now,
+                    );
+                } else {
+                    self.session_ended(&reason, now);
                 }
                 Vec::new()
             }
         }
     }
 
+    /// The server ended the session for good: says why and what can be done, and forgets
+    /// what is no longer known (who is online).
+    fn session_ended(&mut self, reason: &ByeReason, now: i64) {
+        let words = bye_words(reason);
+        let next = match reason {
+            ByeReason::Quit => "",
+            ByeReason::Kicked(_) => " Press Ctrl+R to log in again, or Ctrl+C to quit.",
+            ByeReason::PasswordChanged => {
+                " Press Ctrl+C to quit, then start chat again and log in with the new password."
+            }
+            _ => " Press Ctrl+C to quit.",
+        };
+        self.notice(
+            EntryKind::Error(format!("Session ended: {words}.{next}")),
+            now,
+        );
+        self.mark_away();
+        self.link = Link::Closed(words);
+    }
+
+    /// A reconnect attempt failed; `permanent` when trying again cannot help.
+    pub fn reconnect_failed(&mut self, error: String, permanent: bool, now: i64) {
+        if permanent {
+            self.notice(
+                EntryKind::Error(format!(
+                    "Session ended: {error}. Press Ctrl+C to quit (Ctrl+R tries once more)."
+                )),
+                now,
+            );
+            self.link = Link::Closed(error);
+        } else {
+            // The status bar shows it; a line per attempt would bury the conversation.
+            self.last_error = Some(error);
+        }
+    }
+
+    /// Ctrl+R: try to connect now, when not connected (or connecting) already.
+    pub fn reconnect_now(&mut self, now: i64) -> Vec<Action> {
+        match &self.link {
+            Link::Connected | Link::Connecting { .. } => Vec::new(),
+            Link::Reconnecting { .. } => vec![Action::ReconnectNow],
+            Link::Closed(_) => {
+                self.notice(EntryKind::Info("Connecting again.".into()), now);
+                self.mark_away();
+                vec![Action::ReconnectNow]
+            }
+        }
+    }
+
+    /// What a typed `/history` brought, when the screen would not show it.
+    fn history_answered(&mut self, room: Option<String>, received: usize, added: usize, now: i64) {
+        let room = room.map(|r| format!(" in {r}")).unwrap_or_default();
+        let text = match (received, added) {
+            (0, _) => format!("No messages{room} for that request."),
+            (n, 0) => format!("Nothing new{room}: all {n} messages are already shown."),
+            (n, added) => format!(
+                "{n} messages{room} from the history, {added} not shown before \
+                 (PageUp scrolls back to older ones)."
+            ),
+        };
+        self.notice(EntryKind::Info(text), now);
+    }
+
+    /// The next line to send, the person's before the client's own; what it asks is
+    /// remembered here, in sending order, so that answers are matched to it.
+    pub fn next_line(&mut self) -> Option<(String, Origin)> {
+        if let Some(line) = self.outgoing.pop_front() {
+            let mut words = line.split(' ');
+            if words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("/history"))
+            {
+                self.history_requests.push_back(HistoryRequest::Asked {
+                    room: words
+                        .next()
+                        .filter(|w| w.starts_with('#'))
+                        .map(str::to_owned),
+                    received: 0,
+                    added: 0,
+                });
+            }
+            return Some((line, Origin::Person));
+        }
+        let line = self.automatic.pop_front()?;
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["/who", room] => self.quiet_who.push((*room).to_owned()),
+            ["/history", room, "after", after, _] => {
+                self.history_requests.push_back(HistoryRequest::CatchUp {
+                    room: (*room).to_owned(),
+                    received: 0,
+                    newest: after.parse().unwrap_or(0),
+                })
+            }
+            _ => {}
+        }
+        Some((line, Origin::Client))
+    }
+
     /// The connection dropped; the client will try again (`attempt` from 1) in `seconds`.
     pub fn connection_lost(&mut self, attempt: u32, seconds: u64, now: i64) {
         if self.link == Link::Connected {
             self.notice(
-                EntryKind::Info("Connection lost; reconnecting.".into()),
+                EntryKind::Info(
+                    "Connection lost; reconnecting (the status bar shows how it goes; Ctrl+R tries now)."
+                        .into(),
+                ),
                 now,
             );
         }
-        self.reconnected = true;
-        for conversation in &mut self.conversations {
-            conversation.online.clear();
-            conversation.news_after = Some(conversation.last_id);
-            conversation.confirmed = !conversation.key_is_room();
-        }
-        self.quiet_who.clear();
-        self.quiet_history.clear();
-        self.automatic.clear();
+        self.mark_away();
         self.link = Link::Reconnecting {
             attempt,
             in_seconds: seconds,
         };
+    }
+
+    /// No connection any more: what the server said no longer holds. The person's own
+    /// waiting lines stay, to go when a connection is back.
+    fn mark_away(&mut self) {
+        self.reconnected = true;
+        for conversation in &mut self.conversations {
+            conversation.news_after = Some(conversation.last_id);
+            conversation.online.clear();
+            conversation.confirmed = !conversation.key_is_room();
+        }
+        self.quiet_who.clear();
+        self.history_requests.clear();
+        self.automatic.clear();
     }
 
     /// Logged in again and the login replay is over: asks every room for everything after
@@ -634,11 +856,6 @@ impl App {
     fn ask_history_after(&mut self, room: &str, after: i64) {
         self.automatic
             .push_back(format!("/history {room} after {after} {CATCH_UP_PAGE}"));
-        self.quiet_history.push_back(CatchUp {
-            room: room.to_owned(),
-            received: 0,
-            newest: after,
-        });
     }
 
     /// Rooms left from another device while this one was away: the login replay did not
@@ -660,6 +877,186 @@ impl App {
             self.current = self.current.saturating_sub(1);
         }
         self.switch_to(self.current);
+    }
+
+    /// Enter: the input line is sent, or answers the question being asked. A line too long
+    /// for the server stays in the input, with a word why.
+    pub fn enter(&mut self, now: i64) -> Vec<Action> {
+        if let Some(step) = self.secret.take() {
+            let answer = self.input.take_unremembered();
+            return self.secret_answer(step, answer, now);
+        }
+        if self.pending_paste.is_some() {
+            return Vec::new();
+        }
+        let text = self.input.text();
+        let line = text.trim_end();
+        let wire = self.message_line(line).unwrap_or_else(|| line.to_owned());
+        if wire.len() > MAX_LINE {
+            self.notice(
+                EntryKind::Error(format!(
+                    "Not sent: that line is {} bytes, and the server takes at most {MAX_LINE}. \
+                     It is still in the input: shorten it or split it.",
+                    wire.len()
+                )),
+                now,
+            );
+            return Vec::new();
+        }
+        let line = if is_passwd_command(line) {
+            // Passwords are never kept for Up/Down.
+            self.input.take_unremembered()
+        } else {
+            self.input.take()
+        };
+        self.submit(&line, now)
+    }
+
+    fn secret_answer(&mut self, step: SecretStep, answer: String, now: i64) -> Vec<Action> {
+        let cancelled = || EntryKind::Info("Password not changed.".into());
+        match step {
+            SecretStep::Old if answer.is_empty() => self.notice(cancelled(), now),
+            SecretStep::Old => self.secret = Some(SecretStep::New { old: answer }),
+            SecretStep::New { .. } if answer.is_empty() => self.notice(cancelled(), now),
+            SecretStep::New { old } => match password_problem(&answer) {
+                Some(problem) => {
+                    self.notice(EntryKind::Error(format!("{problem}; once more.")), now);
+                    self.secret = Some(SecretStep::New { old });
+                }
+                None => self.secret = Some(SecretStep::Repeat { old, new: answer }),
+            },
+            SecretStep::Repeat { old, new } if answer == new => {
+                self.notice(EntryKind::Info("Changing your password...".into()), now);
+                let line = passwd_line(&old, &new);
+                self.pending_password = Some(new);
+                return vec![Action::Send(line)];
+            }
+            SecretStep::Repeat { old, .. } => {
+                self.notice(
+                    EntryKind::Error("The two differ; type the new password again.".into()),
+                    now,
+                );
+                self.secret = Some(SecretStep::New { old });
+            }
+        }
+        Vec::new()
+    }
+
+    /// Esc: cancels the password questions or a paste waiting for its answer.
+    pub fn cancel(&mut self, now: i64) -> Vec<Action> {
+        if self.secret.take().is_some() {
+            self.input.take_unremembered();
+            self.notice(EntryKind::Info("Password not changed.".into()), now);
+        }
+        self.answer_paste(false, now)
+    }
+
+    /// A paste. Without a line break it goes into the input. With line breaks, each whole
+    /// line is a message to the conversation on screen (a line starting with `/` too: it
+    /// is text), sent at a pace the server accepts, and a large paste asks first; the text
+    /// after the last line break stays in the input.
+    pub fn paste(&mut self, text: &str, now: i64) -> Vec<Action> {
+        let text = text
+            .replace("\r\n", "\n")
+            .replace(['\r', '\u{2028}', '\u{2029}'], "\n");
+        if self.secret.is_some() {
+            // A pasted password: its first line, and its line break is Enter.
+            let mut lines = text.split('\n');
+            self.input.insert_str(lines.next().unwrap_or_default());
+            return match lines.next() {
+                Some(_) => self.enter(now),
+                None => Vec::new(),
+            };
+        }
+        if !text.contains('\n') {
+            self.input.insert_str(&text);
+            self.warn_if_too_long(now);
+            return Vec::new();
+        }
+        let combined = format!("{}{text}", self.input.take_before_cursor());
+        let mut pieces: Vec<&str> = combined.split('\n').collect();
+        let unfinished = pieces.pop().unwrap_or_default();
+        self.input.insert_str(unfinished);
+        let Some(prefix) = self.message_prefix() else {
+            let count = pieces.iter().filter(|p| !p.trim().is_empty()).count();
+            self.notice(
+                EntryKind::Error(format!(
+                    "Not sent: {count} pasted lines, and you are in no room; /join #room first"
+                )),
+                now,
+            );
+            return Vec::new();
+        };
+        let lines: Vec<String> = pieces
+            .iter()
+            .flat_map(|piece| paste_lines(&prefix, piece))
+            .collect();
+        if lines.is_empty() {
+            return Vec::new();
+        }
+        if let Some(pending) = &mut self.pending_paste {
+            // More of a paste that arrived in parts.
+            pending.lines.extend(lines);
+            return Vec::new();
+        }
+        if lines.len() > PASTE_CONFIRM_LINES {
+            let title = self.current().map(|c| c.title.clone()).unwrap_or_default();
+            self.pending_paste = Some(PendingPaste { title, lines });
+            return Vec::new();
+        }
+        lines.into_iter().map(Action::Send).collect()
+    }
+
+    /// The answer to "send this paste?".
+    pub fn answer_paste(&mut self, send: bool, now: i64) -> Vec<Action> {
+        let Some(pending) = self.pending_paste.take() else {
+            return Vec::new();
+        };
+        if send {
+            return pending.lines.into_iter().map(Action::Send).collect();
+        }
+        self.notice(
+            EntryKind::Info(format!(
+                "The paste was not sent ({} lines).",
+                pending.lines.len()
+            )),
+            now,
+        );
+        Vec::new()
+    }
+
+    fn warn_if_too_long(&mut self, now: i64) {
+        let text = self.input.text();
+        let wire = self.message_line(&text).unwrap_or(text);
+        if wire.len() > MAX_LINE {
+            self.notice(
+                EntryKind::Error(format!(
+                    "The input is {} bytes as a line; the server takes at most {MAX_LINE}. \
+                     Shorten it before pressing Enter.",
+                    wire.len()
+                )),
+                now,
+            );
+        }
+    }
+
+    /// `/say #room ` or `/msg nick `: what a message to the conversation on screen starts
+    /// with on the wire.
+    fn message_prefix(&self) -> Option<String> {
+        self.current().map(|c| match &c.key {
+            ConversationKey::Room(room) => format!("/say {room} "),
+            ConversationKey::Direct(_) => format!("/msg {} ", c.title),
+        })
+    }
+
+    /// The wire line for typed text that is a message (not a command).
+    fn message_line(&self, line: &str) -> Option<String> {
+        let text = match line.strip_prefix('/') {
+            Some(rest) if rest.starts_with('/') => rest,
+            Some(_) => return None,
+            None => line,
+        };
+        Some(format!("{}{text}", self.message_prefix()?))
     }
 
     /// A line typed at the input: what to send, or a local command.
@@ -742,6 +1139,24 @@ impl App {
                 self.link = Link::Closed(bye_words(&ByeReason::Quit));
                 vec![Action::Send(line.to_owned()), Action::Exit]
             }
+            "passwd" if rest.is_empty() => {
+                self.secret = Some(SecretStep::Old);
+                self.notice(
+                    EntryKind::Info(
+                        "Changing your password: the current one, then the new one twice. \
+                         Nothing you type is shown or remembered; Esc cancels."
+                            .into(),
+                    ),
+                    now,
+                );
+                Vec::new()
+            }
+            "passwd" => {
+                if let Ok(Some(Command::Passwd { new, .. })) = parse_command(line) {
+                    self.pending_password = Some(new);
+                }
+                vec![Action::Send(line.to_owned())]
+            }
             "help" => {
                 for text in KEY_HELP {
                     self.notice(EntryKind::Info((*text).into()), now);
@@ -764,13 +1179,8 @@ impl App {
 
     /// A message to the conversation on screen.
     fn say(&mut self, text: &str, now: i64) -> Vec<Action> {
-        match self.current().map(|c| (c.key.clone(), c.title.clone())) {
-            Some((ConversationKey::Room(room), _)) => {
-                vec![Action::Send(format!("/say {room} {text}"))]
-            }
-            Some((ConversationKey::Direct(_), nick)) => {
-                vec![Action::Send(format!("/msg {nick} {text}"))]
-            }
+        match self.message_prefix() {
+            Some(prefix) => vec![Action::Send(format!("{prefix}{text}"))],
             None => {
                 self.notice(
                     EntryKind::Error("You are in no room; /join #room first".into()),
@@ -806,9 +1216,40 @@ impl App {
 /// Shown by `/help` before the server's own list.
 pub const KEY_HELP: &[&str] = &[
     "Keys: Ctrl+N / Ctrl+P or Alt+1..9 switch conversations; PageUp / PageDown or the mouse wheel scroll; End returns to live.",
-    "Input: Left/Right, Ctrl+Left/Right (word), Home/End, Ctrl+W (delete word), Ctrl+U, Ctrl+K, Up/Down (history). Ctrl+C quits.",
-    "Client commands: /switch #room|nick, /msg nick [text] (opens a private conversation), /close (closes it).",
+    "Input: Left/Right, Ctrl+Left/Right (word), Home/End, Ctrl+W (delete word), Ctrl+U, Ctrl+K, Up/Down (history). Ctrl+R reconnects now. Ctrl+C quits.",
+    "Pasting several lines sends one message per line, paced for the server (more than 5 lines: it asks first).",
+    "Client commands: /switch #room|nick, /msg nick [text] (opens a private conversation), /close (closes it), /passwd (asks for the passwords without showing them).",
 ];
+
+fn is_passwd_command(line: &str) -> bool {
+    let word = line.split(' ').next().unwrap_or_default();
+    word.eq_ignore_ascii_case("/passwd")
+}
+
+/// The wire lines for one pasted line: control characters (which the server refuses) left
+/// out, and a line longer than the server takes cut into several, at character
+/// boundaries; nothing for a blank line.
+fn paste_lines(prefix: &str, piece: &str) -> Vec<String> {
+    let text: String = piece
+        .chars()
+        .filter(|&c| !is_forbidden_control(c))
+        .collect();
+    let text = text.trim_end();
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    let room = MAX_LINE.saturating_sub(prefix.len()).max(4);
+    let mut lines = Vec::new();
+    let mut line = prefix.to_owned();
+    for c in text.chars() {
+        if line.len() + c.len_utf8() > prefix.len() + room {
+            lines.push(std::mem::replace(&mut line, prefix.to_owned()));
+        }
+        line.push(c);
+    }
+    lines.push(line);
+    lines
+}
 
 /// Whether `text` mentions `nick` as a word of its own (case-insensitively), as in
 /// "alice: hi", "@alice" or "thanks, Alice!", but not "malice".
@@ -900,6 +1341,7 @@ mod tests {
             ["/who #general"],
             "sent at the client's own pace"
         );
+        send_all(&mut app);
         feed(
             &mut app,
             &[
@@ -961,6 +1403,11 @@ mod tests {
         feed(app, &["INFO You are in #general."]);
     }
 
+    /// What the event loop does: sends every waiting line.
+    fn send_all(app: &mut App) -> Vec<String> {
+        std::iter::from_fn(|| app.next_line().map(|(line, _)| line)).collect()
+    }
+
     fn history_requests(app: &App) -> Vec<&str> {
         app.automatic
             .iter()
@@ -991,6 +1438,7 @@ mod tests {
             history_requests(&app),
             ["/history #general after 5 500", "/history #dev after 3 500"]
         );
+        send_all(&mut app);
         assert!(app.conversations[1]
             .entries
             .iter()
@@ -1010,7 +1458,7 @@ mod tests {
         assert_eq!(ids(&app, "#general"), [1, 2, 5, 6, 7, 8, 9]);
         assert_eq!(conversation(&app, "#general").unread, 4, "6 to 9 are news");
         assert_eq!(conversation(&app, "#general").last_id, 9);
-        assert!(app.quiet_history.is_empty());
+        assert!(app.history_requests.is_empty());
     }
 
     #[test]
@@ -1026,7 +1474,7 @@ mod tests {
             ],
         );
         assert!(history_requests(&app).contains(&"/history #quiet after 0 500"));
-        app.automatic.clear();
+        send_all(&mut app);
         feed(&mut app, &["END history", "END history"]);
         let page: Vec<String> = (100..600)
             .map(|id| format!("HIST #quiet {id} {T} bob n{id}"))
@@ -1057,6 +1505,7 @@ mod tests {
                 &format!("JOIN #dev {T} alice"),
             ],
         );
+        send_all(&mut app);
         feed(&mut app, &["END history", "END history"]);
         // Older than what was seen before the loss: not news.
         feed(&mut app, &[&format!("HIST #general 0 {T} bob ancient")]);
@@ -1156,6 +1605,66 @@ mod tests {
         assert!(matches!(app.link, Link::Closed(_)));
         assert!(reconnects_after(&ByeReason::TooSlow));
         assert!(!reconnects_after(&ByeReason::Quit));
+    }
+
+    #[test]
+    fn a_typed_history_says_when_it_brought_nothing_new() {
+        let mut app = logged_in();
+        let sent = app.submit("/history 2", 0);
+        assert_eq!(sent, vec![Action::Send("/history #general 2".into())]);
+        app.outgoing.push_back("/history #general 2".into());
+        send_all(&mut app);
+        feed(
+            &mut app,
+            &[
+                &format!("HIST #general 1 {T} bob first"),
+                &format!("HIST #general 2 {T} alice second"),
+                "END history",
+            ],
+        );
+        let last = app.current().unwrap().entries.back().unwrap();
+        assert_eq!(
+            last.kind,
+            EntryKind::Info("Nothing new in #general: all 2 messages are already shown.".into())
+        );
+        app.outgoing.push_back("/history #general after 2".into());
+        send_all(&mut app);
+        feed(&mut app, &["END history"]);
+        let last = app.current().unwrap().entries.back().unwrap();
+        assert_eq!(
+            last.kind,
+            EntryKind::Info("No messages in #general for that request.".into())
+        );
+        // A refused request takes its place in the queue with it.
+        app.outgoing.push_back("/history #nope".into());
+        send_all(&mut app);
+        feed(&mut app, &["ERR not-in-room You are not in #nope"]);
+        assert!(app.history_requests.is_empty());
+    }
+
+    #[test]
+    fn a_final_goodbye_ends_the_session_and_says_how_to_leave() {
+        let mut app = logged_in();
+        feed(&mut app, &["MEMBER #general bob online"]);
+        feed(&mut app, &["BYE account-locked"]);
+        assert!(matches!(app.link, Link::Closed(_)));
+        assert!(app.conversations.iter().all(|c| c.online.is_empty()));
+        let last = app.current().unwrap().entries.back().unwrap();
+        assert_eq!(
+            last.kind,
+            EntryKind::Error(
+                "Session ended: an admin locked your account. Press Ctrl+C to quit.".into()
+            )
+        );
+        // Reconnect failures are remembered for the status bar, not added as lines.
+        let mut app = logged_in();
+        app.connection_lost(1, 1, 0);
+        let lines = app.current().unwrap().entries.len();
+        for _ in 0..5 {
+            app.reconnect_failed("connection refused".into(), false, 0);
+        }
+        assert_eq!(app.current().unwrap().entries.len(), lines);
+        assert_eq!(app.last_error.as_deref(), Some("connection refused"));
     }
 
     #[test]

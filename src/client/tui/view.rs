@@ -74,12 +74,20 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         Link::Reconnecting {
             attempt,
             in_seconds,
-        } => (
-            format!("reconnecting in {in_seconds} s (attempt {attempt})"),
-            Style::new().fg(Color::Yellow),
-        ),
+        } => {
+            // The key first: a long error may not fit.
+            let error = app
+                .last_error
+                .as_ref()
+                .map(|e| format!(" | last: {e}"))
+                .unwrap_or_default();
+            (
+                format!("reconnecting in {in_seconds} s (attempt {attempt}) Ctrl+R: now{error}"),
+                Style::new().fg(Color::Yellow),
+            )
+        }
         Link::Closed(reason) => (
-            format!("disconnected: {reason}"),
+            format!("ended: {reason} | Ctrl+C: quit"),
             Style::new().fg(Color::Red),
         ),
     };
@@ -88,6 +96,12 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         Span::styled(format!(" {link} "), link_style.bg(Color::DarkGray)),
         Span::raw(format!("| {} | {} ", app.server, app.nick)),
     ];
+    if !app.outgoing.is_empty() {
+        spans.push(Span::styled(
+            format!("| {} lines to send ", app.outgoing.len()),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     if let Some(conversation) = app.current() {
         spans.push(Span::raw(format!("| {} ", conversation.title)));
         if conversation.scroll > 0 {
@@ -398,13 +412,39 @@ fn row_line(cells: Vec<(&str, Style)>) -> Line<'static> {
     Line::from(spans)
 }
 
+/// What the input line shows instead of what was typed, for passwords: nothing while
+/// `/passwd` asks, and stars after a typed `/passwd `. With the cursor's column in it.
+fn masked_input(app: &App) -> Option<(String, usize)> {
+    if app.secret.is_some() {
+        return Some((String::new(), 0));
+    }
+    let text = app.input.text();
+    let command = text.get(..8)?;
+    if !command.eq_ignore_ascii_case("/passwd ") {
+        return None;
+    }
+    let stars = "*".repeat(text.chars().count() - 8);
+    let cursor = app.input.cursor();
+    Some((format!("{command}{stars}"), cursor))
+}
+
 fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
-    let prompt = match app.current() {
-        Some(conversation) => match conversation.key {
-            ConversationKey::Room(_) => format!("{}> ", conversation.title),
-            ConversationKey::Direct(_) => format!("@{}> ", conversation.title),
-        },
-        None => "> ".to_owned(),
+    let prompt = if let Some(paste) = &app.pending_paste {
+        format!(
+            "Send {} pasted lines to {}? y: send, n: do not send ",
+            paste.lines.len(),
+            paste.title
+        )
+    } else if let Some(step) = &app.secret {
+        step.prompt().to_owned()
+    } else {
+        match app.current() {
+            Some(conversation) => match conversation.key {
+                ConversationKey::Room(_) => format!("{}> ", conversation.title),
+                ConversationKey::Direct(_) => format!("@{}> ", conversation.title),
+            },
+            None => "> ".to_owned(),
+        }
     };
     let prompt_width = prompt.width();
     let room = usize::from(area.width)
@@ -412,8 +452,11 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
         .max(1);
     // Keep the cursor in view: drop whole pictures (graphemes) from the left as needed,
     // measured as the cursor is, so the two always agree.
-    let text = app.input.text();
-    let cursor = app.input.cursor_column();
+    let (text, cursor) = match masked_input(app) {
+        Some(masked) => masked,
+        None if app.pending_paste.is_some() => (String::new(), 0),
+        None => (app.input.text(), app.input.cursor_column()),
+    };
     let mut skipped = 0;
     let mut first = 0;
     for grapheme in text.graphemes(true) {
@@ -464,6 +507,8 @@ mod tests {
             format!("DM 5 {T} dave alice psst"),
         ];
         for line in lines {
+            // Sent as the event loop would: the quiet `/who` is then expected.
+            while app.next_line().is_some() {}
             app.apply(ServerLine::parse(&line).unwrap(), NOW);
         }
         app.input.insert_str("typing");
@@ -552,6 +597,63 @@ mod tests {
         assert!(
             !screen.iter().any(|row| row.contains("fine, thanks")),
             "the newest row is scrolled off"
+        );
+    }
+
+    #[test]
+    fn the_status_bar_says_why_reconnecting_fails_and_why_a_session_ended() {
+        let mut app = app();
+        app.connection_lost(3, 8, NOW);
+        app.reconnect_failed("cannot connect: connection refused".into(), false, NOW);
+        let screen = render(&mut app, 160, 6);
+        assert!(
+            screen[0].contains(
+                "reconnecting in 8 s (attempt 3) Ctrl+R: now | last: cannot connect: connection refused"
+            ),
+            "{}",
+            screen[0]
+        );
+        assert!(
+            !screen
+                .iter()
+                .any(|row| row.contains("refused") && row.contains("!!")),
+            "failures are not lines in the conversation:\n{}",
+            screen.join("\n")
+        );
+        let mut app = self::app();
+        app.apply(ServerLine::parse("BYE kicked by bob: spam").unwrap(), NOW);
+        let screen = render(&mut app, 160, 12);
+        assert!(screen[0].contains("ended: you were kicked by bob: spam | Ctrl+C: quit"));
+        assert!(
+            !screen[0].contains("online:"),
+            "the online list is forgotten"
+        );
+        assert!(
+            screen.iter().any(|row| row.contains(
+                "Session ended: you were kicked by bob: spam. Press Ctrl+R to log in again, or Ctrl+C to quit."
+            )),
+            "{}",
+            screen.join("\n")
+        );
+    }
+
+    #[test]
+    fn passwords_are_never_on_screen() {
+        let mut app = app();
+        app.input.take();
+        app.input.insert_str("/passwd old-secret new-secret");
+        let screen = render(&mut app, 80, 6);
+        assert_eq!(
+            screen[5].trim_end(),
+            "#general> /passwd *********************"
+        );
+        app.input.take();
+        app.submit("/passwd", NOW);
+        app.input.insert_str("hunter22");
+        let screen = render(&mut app, 80, 6);
+        assert_eq!(
+            screen[5].trim_end(),
+            "Current password (hidden; Esc cancels):"
         );
     }
 
