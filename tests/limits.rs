@@ -223,3 +223,57 @@ async fn accepted_sockets_have_tcp_keepalive() {
     let sockets = String::from_utf8_lossy(&output.stdout);
     assert!(sockets.contains("timer:(keepalive"), "{sockets}");
 }
+
+#[tokio::test]
+async fn one_account_gets_at_most_its_cap_of_logged_in_connections() {
+    const CAP: usize = 5;
+    const EXTRA: usize = 7;
+    let config = Config {
+        max_per_account: CAP,
+        // The parallel logins wait for the hashing threads, not for `server-busy`.
+        hash_wait: Duration::from_secs(120),
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("mallory", "password-one").await;
+    server.add_user("alice", "password-two").await;
+    // From several addresses, all at the password prompt; then every password at once, so
+    // the logins race each other through the password check.
+    let mut attempts = Vec::new();
+    for i in 0..CAP + EXTRA {
+        let mut client = server.connect_from(&format!("127.0.0.{}", 2 + i % 4)).await;
+        client.answer_nick("mallory").await;
+        attempts.push(client);
+    }
+    for client in &mut attempts {
+        client.send("password-one").await;
+    }
+    let answers = futures_util::future::join_all(attempts.into_iter().map(|mut client| async {
+        let answer = client.next().await;
+        (client, answer)
+    }))
+    .await;
+    let (mut in_, refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|(_, answer)| answer.starts_with("WELCOME mallory "));
+    assert_eq!(
+        in_.len(),
+        CAP,
+        "{:?}",
+        refused.iter().map(|r| &r.1).collect::<Vec<_>>()
+    );
+    for (mut client, answer) in refused {
+        assert_eq!(answer, "BYE too-many-sessions");
+        assert_eq!(client.next_or_closed().await, None, "closed after the BYE");
+    }
+    // Another account is not affected.
+    let mut alice = server.login("alice", "password-two").await;
+    alice.send("hello").await;
+    alice.expect("MSG #general ").await;
+    // A connection that leaves frees its place.
+    let (leaving, _) = &mut in_[0];
+    leaving.send("/quit").await;
+    leaving.skip_until("BYE quit").await;
+    let mut again = server.connect().await;
+    again.login("mallory", "password-one").await;
+}

@@ -141,6 +141,7 @@ const MAX_BATCH: usize = 256;
 pub fn spawn(
     store: Store,
     replay_per_room: u32,
+    max_per_account: usize,
     shutdown: CancellationToken,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -154,6 +155,7 @@ pub fn spawn(
     let hub = Hub {
         store,
         replay_per_room,
+        max_per_account,
         shutdown,
         stop,
         tracker,
@@ -252,6 +254,9 @@ enum Pending {
 struct Hub {
     store: Store,
     replay_per_room: u32,
+    /// Logged-in connections one account may have. Checked here, where logins are taken
+    /// one at a time, so a burst of parallel logins cannot slip past it.
+    max_per_account: usize,
     shutdown: CancellationToken,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -571,6 +576,15 @@ impl Hub {
                 outbox.close(Some(&ServerLine::Bye(bye)));
                 return;
             }
+        }
+        let connections = self
+            .accounts
+            .get(&account_id)
+            .map_or(0, |a| a.sessions.len());
+        if connections >= self.max_per_account {
+            tracing::info!(%nick, session, connections, "login refused: the account has too many connections");
+            outbox.close(Some(&ServerLine::Bye(ByeReason::TooManySessions)));
+            return;
         }
         if let Some((id, newer, _)) = self.roles.get(&account_id) {
             if *id > events_seen {
@@ -1302,6 +1316,7 @@ mod tests {
         let (hub, task, _presence) = spawn(
             store.clone(),
             20,
+            usize::MAX,
             token.clone(),
             token.clone(),
             TaskTracker::new(),
@@ -1346,6 +1361,7 @@ mod tests {
         let (hub, task, _presence) = spawn(
             store.clone(),
             20,
+            usize::MAX,
             token.clone(),
             token.clone(),
             TaskTracker::new(),

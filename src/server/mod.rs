@@ -78,6 +78,7 @@ pub async fn run(
     let (hub, hub_task, presence) = hub::spawn(
         store.clone(),
         config.replay_per_room,
+        config.max_per_account,
         shutdown.clone(),
         stop_hub.clone(),
         tracker.clone(),
