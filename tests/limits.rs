@@ -277,3 +277,61 @@ async fn one_account_gets_at_most_its_cap_of_logged_in_connections() {
     let mut again = server.connect().await;
     again.login("mallory", "password-one").await;
 }
+
+/// Opens a connection from `local`, sends a real ClientHello and reads the server's answer
+/// (proof the server computed its flight), then never answers it.
+async fn stall_after_client_hello(server: &TestServer, local: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(server.files.client_tls(), name).unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    let mut flight = [0u8; 5];
+    tokio::time::timeout(common::WAIT, tcp.read_exact(&mut flight))
+        .await
+        .expect("the server's flight within the wait")
+        .expect("the server answers the ClientHello");
+    assert_eq!(flight[0], 0x16, "a handshake record");
+    tcp
+}
+
+/// Whether the server still holds the connection open (it has not closed or reset it).
+fn still_open(tcp: &TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match tcp.try_read(&mut sink) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+#[tokio::test]
+async fn clients_that_stall_after_their_client_hello_hold_no_handshake_slot() {
+    const SLOTS: usize = 2;
+    let config = Config {
+        max_handshakes: SLOTS,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    // Twice as many stalled clients as slots, from addresses of their own. Each gets the
+    // server's flight while all the others are still stalled: a server that held a slot
+    // until the client answered would serve the later ones only after dropping the first.
+    let mut stalled = Vec::new();
+    for i in 0..2 * SLOTS {
+        stalled.push(stall_after_client_hello(&server, &format!("127.0.0.{}", 10 + i)).await);
+    }
+    let mut alice = server.connect_from("127.0.0.2").await;
+    alice.login("alice", "password-one").await;
+    for (i, tcp) in stalled.iter().enumerate() {
+        assert!(
+            still_open(tcp),
+            "stalled client {i} was dropped to make room"
+        );
+    }
+}
