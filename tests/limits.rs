@@ -326,12 +326,13 @@ async fn clients_that_stall_after_their_client_hello_hold_no_handshake_slot() {
     for i in 0..2 * SLOTS {
         stalled.push(stall_after_client_hello(&server, &format!("127.0.0.{}", 10 + i)).await);
     }
+    // The honest handshake is done once `connect_from` returns.
     let mut alice = server.connect_from("127.0.0.2").await;
-    alice.login("alice", "password-one").await;
     for (i, tcp) in stalled.iter().enumerate() {
         assert!(
             still_open(tcp),
             "stalled client {i} was dropped to make room"
         );
     }
+    alice.login("alice", "password-one").await;
 }
