@@ -23,6 +23,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Concurrent connections from one address (an IPv4 address or an IPv6 /64).
     pub max_per_address: u32,
+    /// Concurrent logged-in connections of one account; one more gets `BYE
+    /// too-many-sessions`, so a stolen or hostile account cannot fill the server.
+    pub max_per_account: usize,
     /// New connections one address may open at once...
     pub new_per_address_burst: u32,
     /// ...and per second after that.
@@ -98,6 +101,7 @@ impl Config {
             ("max_handshakes", self.max_handshakes),
             ("flood_burst", self.flood_burst as usize),
             ("max_per_address", self.max_per_address as usize),
+            ("max_per_account", self.max_per_account),
             ("new_per_address_burst", self.new_per_address_burst as usize),
             (
                 "kept_dms_per_recipient",
@@ -160,6 +164,7 @@ impl Default for Config {
             outbox_max_bytes: 256 * 1024,
             max_connections: 10_000,
             max_per_address: 64,
+            max_per_account: 20,
             new_per_address_burst: 32,
             new_per_address_per_second: 2.0,
             keepalive_idle: Duration::from_secs(60),

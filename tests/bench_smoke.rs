@@ -131,6 +131,50 @@ fn every_scenario_runs_clean_against_the_real_server() {
     assert!(run.status.success(), "{run:?}");
     assert_eq!(count(&report, &["logins", "succeeded"]), 20, "{report:#}");
     assert_eq!(count(&report, &["traffic", "lost"]), 0, "{report:#}");
+
+    // The attacks of issue 12, from several loopback addresses.
+    let flood = [
+        "handshake-flood",
+        "--attackers",
+        "4",
+        "--rate",
+        "20",
+        "--honest-rate",
+        "5",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "2",
+    ];
+    let (run, report) = bench(&files, &server, &flood);
+    assert!(run.status.success(), "{run:?}");
+    assert!(count(&report, &["honest", "handshakes"]) > 0, "{report:#}");
+    assert_eq!(count(&report, &["honest", "failures"]), 0, "{report:#}");
+    assert!(count(&report, &["attack", "answered"]) > 0, "{report:#}");
+    assert!(run.stdout.contains("honest handshake"), "{run:?}");
+
+    // One account, 24 logins: the server's default of 20 per account holds.
+    let hog = [
+        "account-hog",
+        "--attackers",
+        "2",
+        "--per-address",
+        "12",
+        "--account",
+        "b22",
+        "--honest",
+        "b23",
+    ];
+    let (run, report) = bench(&files, &server, &hog);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(count(&report, &["attack", "logged_in"]), 20, "{report:#}");
+    let refused = &report["attack"]["refused"]["BYE too-many-sessions"];
+    assert_eq!(refused.as_u64(), Some(4), "{report:#}");
+    assert_eq!(
+        report["honest"]["logged_in"],
+        Value::Bool(true),
+        "{report:#}"
+    );
 }
 
 /// The smoke test above can fail: a run whose messages the server refuses is reported as

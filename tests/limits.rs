@@ -223,3 +223,116 @@ async fn accepted_sockets_have_tcp_keepalive() {
     let sockets = String::from_utf8_lossy(&output.stdout);
     assert!(sockets.contains("timer:(keepalive"), "{sockets}");
 }
+
+#[tokio::test]
+async fn one_account_gets_at_most_its_cap_of_logged_in_connections() {
+    const CAP: usize = 5;
+    const EXTRA: usize = 7;
+    let config = Config {
+        max_per_account: CAP,
+        // The parallel logins wait for the hashing threads, not for `server-busy`.
+        hash_wait: Duration::from_secs(120),
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("mallory", "password-one").await;
+    server.add_user("alice", "password-two").await;
+    // From several addresses, all at the password prompt; then every password at once, so
+    // the logins race each other through the password check.
+    let mut attempts = Vec::new();
+    for i in 0..CAP + EXTRA {
+        let mut client = server.connect_from(&format!("127.0.0.{}", 2 + i % 4)).await;
+        client.answer_nick("mallory").await;
+        attempts.push(client);
+    }
+    for client in &mut attempts {
+        client.send("password-one").await;
+    }
+    let answers = futures_util::future::join_all(attempts.into_iter().map(|mut client| async {
+        let answer = client.next().await;
+        (client, answer)
+    }))
+    .await;
+    let (mut in_, refused): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|(_, answer)| answer.starts_with("WELCOME mallory "));
+    assert_eq!(
+        in_.len(),
+        CAP,
+        "{:?}",
+        refused.iter().map(|r| &r.1).collect::<Vec<_>>()
+    );
+    for (mut client, answer) in refused {
+        assert_eq!(answer, "BYE too-many-sessions");
+        assert_eq!(client.next_or_closed().await, None, "closed after the BYE");
+    }
+    // Another account is not affected.
+    let mut alice = server.login("alice", "password-two").await;
+    alice.send("hello").await;
+    alice.expect("MSG #general ").await;
+    // A connection that leaves frees its place.
+    let (leaving, _) = &mut in_[0];
+    leaving.send("/quit").await;
+    leaving.skip_until("BYE quit").await;
+    let mut again = server.connect().await;
+    again.login("mallory", "password-one").await;
+}
+
+/// Opens a connection from `local`, sends a real ClientHello and reads the server's answer
+/// (proof the server computed its flight), then never answers it.
+async fn stall_after_client_hello(server: &TestServer, local: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(server.files.client_tls(), name).unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    let mut flight = [0u8; 5];
+    tokio::time::timeout(common::WAIT, tcp.read_exact(&mut flight))
+        .await
+        .expect("the server's flight within the wait")
+        .expect("the server answers the ClientHello");
+    assert_eq!(flight[0], 0x16, "a handshake record");
+    tcp
+}
+
+/// Whether the server still holds the connection open (it has not closed or reset it).
+fn still_open(tcp: &TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match tcp.try_read(&mut sink) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+#[tokio::test]
+async fn clients_that_stall_after_their_client_hello_hold_no_handshake_slot() {
+    const SLOTS: usize = 2;
+    let config = Config {
+        max_handshakes: SLOTS,
+        ..test_config()
+    };
+    let server = TestServer::start_with(config).await;
+    server.add_user("alice", "password-one").await;
+    // Twice as many stalled clients as slots, from addresses of their own. Each gets the
+    // server's flight while all the others are still stalled: a server that held a slot
+    // until the client answered would serve the later ones only after dropping the first.
+    let mut stalled = Vec::new();
+    for i in 0..2 * SLOTS {
+        stalled.push(stall_after_client_hello(&server, &format!("127.0.0.{}", 10 + i)).await);
+    }
+    // The honest handshake is done once `connect_from` returns.
+    let mut alice = server.connect_from("127.0.0.2").await;
+    for (i, tcp) in stalled.iter().enumerate() {
+        assert!(
+            still_open(tcp),
+            "stalled client {i} was dropped to make room"
+        );
+    }
+    alice.login("alice", "password-one").await;
+}

@@ -81,6 +81,9 @@ pub fn bye_words(reason: &ByeReason) -> String {
         ByeReason::PasswordChanged => {
             "your password was changed; log in again with the new one".into()
         }
+        ByeReason::TooManySessions => {
+            "your account already has as many connections as the server allows; close one".into()
+        }
         ByeReason::Other(word) => word.clone(),
     }
 }

@@ -336,6 +336,8 @@ pub enum ByeReason {
     AccountDeleted,
     /// The password was changed elsewhere; log in with the new one.
     PasswordChanged,
+    /// The account already has as many connections logged in as the server allows.
+    TooManySessions,
     Other(String),
 }
 
@@ -353,6 +355,7 @@ impl ByeReason {
             Self::AccountLocked => "account-locked",
             Self::AccountDeleted => "account-deleted",
             Self::PasswordChanged => "password-changed",
+            Self::TooManySessions => "too-many-sessions",
             Self::Other(word) => word,
         }
     }
@@ -363,6 +366,7 @@ impl ByeReason {
             "account-locked" => Self::AccountLocked,
             "account-deleted" => Self::AccountDeleted,
             "password-changed" => Self::PasswordChanged,
+            "too-many-sessions" => Self::TooManySessions,
             "quit" => Self::Quit,
             "auth-failed" => Self::AuthFailed,
             "login-timeout" => Self::LoginTimeout,
@@ -460,6 +464,10 @@ mod tests {
             (
                 ServerLine::Bye(ByeReason::PasswordChanged),
                 "BYE password-changed".into(),
+            ),
+            (
+                ServerLine::Bye(ByeReason::TooManySessions),
+                "BYE too-many-sessions".into(),
             ),
         ];
         for (line, wire) in cases {

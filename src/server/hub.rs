@@ -181,6 +181,7 @@ pub fn spawn(
         },
         rooms_created_per_account: config.rooms_created_per_account,
         rooms_joined_per_account: config.rooms_joined_per_account,
+        max_per_account: config.max_per_account,
         to_self: tx.downgrade(),
         shutdown,
         stop,
@@ -286,6 +287,9 @@ struct Hub {
     /// For reads done off the hub (a `/rooms` page) to hand back their result; weak, so
     /// the hub still ends when every session's handle is gone.
     to_self: mpsc::WeakSender<Request>,
+    /// Logged-in connections one account may have. Checked here, where logins are taken
+    /// one at a time, so a burst of parallel logins cannot slip past it.
+    max_per_account: usize,
     shutdown: CancellationToken,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -643,6 +647,15 @@ impl Hub {
                 outbox.close(Some(&ServerLine::Bye(bye)));
                 return;
             }
+        }
+        let connections = self
+            .accounts
+            .get(&account_id)
+            .map_or(0, |a| a.sessions.len());
+        if connections >= self.max_per_account {
+            tracing::info!(%nick, session, connections, "login refused: the account has too many connections");
+            outbox.close(Some(&ServerLine::Bye(ByeReason::TooManySessions)));
+            return;
         }
         if let Some((id, newer, _)) = self.roles.get(&account_id) {
             if *id > events_seen {

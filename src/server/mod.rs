@@ -51,9 +51,9 @@ pub(crate) struct Shared {
     throttle: LoginThrottle,
     config: Config,
     shutdown: CancellationToken,
-    /// TLS handshakes past their ClientHello. A burst of new connections would otherwise
-    /// put hundreds of CPU-bound handshakes in the scheduler's queue ahead of the chat's
-    /// own tasks.
+    /// TLS handshakes computing the server's flight. A burst of new connections would
+    /// otherwise put hundreds of CPU-bound handshakes in the scheduler's queue ahead of the
+    /// chat's own tasks.
     handshakes: Arc<Semaphore>,
 }
 
@@ -198,8 +198,8 @@ async fn checkpoint_regularly(store: Store, stop: CancellationToken) {
     }
 }
 
-/// How long the rest of a TLS handshake may take once the ClientHello is in: one round
-/// trip, even on a poor mobile link. It bounds how long one client holds a handshake slot.
+/// How long the client may take to answer the server's flight: one round trip, even on a
+/// poor mobile link. A client that stalls there holds its connection no longer than this.
 const HANDSHAKE_FLIGHT: Duration = Duration::from_secs(3);
 
 async fn serve_connection(
@@ -211,13 +211,18 @@ async fn serve_connection(
     _permit: ConnectionPermit,
 ) {
     configure_socket(&tcp, &shared.config);
-    // Waiting for the ClientHello costs nothing but time, so it takes no slot: a client that
-    // connects and says nothing must not keep others from logging in. The slot covers the
-    // key exchange and signature, and the one round trip after them, briefly.
+    // Waiting costs nothing but time, so it takes no slot: neither a client that connects
+    // and says nothing nor one that sends a ClientHello and never answers the server's
+    // flight may keep others from logging in. The slot covers only the CPU work between:
+    // `into_stream` computes the key exchange and signs the server's flight before it
+    // returns; writing that flight and waiting for the client's answer happen outside.
     let handshake = tokio::time::timeout(shared.config.handshake_timeout, async {
         let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-        let _slot = shared.handshakes.acquire().await;
-        tokio::time::timeout(HANDSHAKE_FLIGHT, hello.into_stream(tls_config.clone()))
+        let rest = {
+            let _slot = shared.handshakes.acquire().await;
+            hello.into_stream(tls_config.clone())
+        };
+        tokio::time::timeout(HANDSHAKE_FLIGHT, rest)
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
     });

@@ -36,6 +36,7 @@ pub fn test_config() -> Config {
         flood_per_second: 1_000_000.0,
         flood_tolerated: 1_000_000,
         max_per_address: 1_000_000,
+        max_per_account: 1_000_000,
         new_per_address_burst: 1_000_000,
         new_per_address_per_second: 1_000_000.0,
         ..Config::default()
@@ -247,10 +248,15 @@ impl TestClient {
 
     /// Waits for the `NICK` and `PASS` prompts and answers them; the answer is left to read.
     pub async fn answer_prompts(&mut self, nick: &str, password: &str) {
+        self.answer_nick(nick).await;
+        self.send(password).await;
+    }
+
+    /// Answers the `NICK` prompt and waits at `PASS`.
+    pub async fn answer_nick(&mut self, nick: &str) {
         self.expect("NICK").await;
         self.send(nick).await;
         self.expect("PASS").await;
-        self.send(password).await;
     }
 
     /// Logs in; every line up to the `INFO` that ends the login replay stays in `seen`.

@@ -1,6 +1,7 @@
 //! One benchmark connection: TLS, login and joining a room in either dialect, and the
 //! payload that every benchmark message carries.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::{bail, Context};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -203,6 +204,28 @@ impl Target {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .context("connect")?;
+        self.handshake(tcp).await
+    }
+
+    /// A TCP connection from the local address `from` (a loopback address other than
+    /// 127.0.0.1, say, to act as another client address).
+    pub async fn connect_from(&self, from: IpAddr) -> anyhow::Result<TcpStream> {
+        let server = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .find(|addr| addr.is_ipv4() == from.is_ipv4())
+            .with_context(|| format!("{} has no address of the family of {from}", self.host))?;
+        let socket = match from {
+            IpAddr::V4(_) => TcpSocket::new_v4()?,
+            IpAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .with_context(|| format!("cannot bind {from}"))?;
+        socket.connect(server).await.context("connect")
+    }
+
+    /// The TLS handshake on a connected socket.
+    pub async fn handshake(&self, tcp: TcpStream) -> anyhow::Result<(Tls, LineBuffer)> {
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from(self.host.clone())?;
         let stream = TlsConnector::from(self.tls.clone())

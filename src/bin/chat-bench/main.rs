@@ -5,10 +5,12 @@
 //! counts deliveries, latency, gaps, duplicates and loss. Every loop is bounded in count
 //! and in time.
 
+mod attacks;
 mod client;
 mod stats;
 mod traffic;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -168,6 +170,52 @@ enum Scenario {
         #[arg(long, default_value_t = 300.0)]
         duration: f64,
     },
+    /// Connections that send a ClientHello and never answer the server's flight, from
+    /// many loopback addresses, while an honest client keeps starting handshakes: the
+    /// honest handshake's time.
+    HandshakeFlood {
+        #[command(flatten)]
+        common: Common,
+        /// Source addresses of the attack, counted up from --attack-from.
+        #[arg(long, default_value_t = 60)]
+        attackers: usize,
+        /// First source address of the attack (all of 127.0.0.0/8 is loopback).
+        #[arg(long, default_value = "127.0.0.10")]
+        attack_from: Ipv4Addr,
+        /// Stalled connections opened per second, all addresses together.
+        #[arg(long, default_value_t = 60.0)]
+        rate: f64,
+        /// Honest handshakes started per second (each on its own, however long the
+        /// others take).
+        #[arg(long, default_value_t = 2.0)]
+        honest_rate: f64,
+        /// Seconds of attack before the honest handshakes start.
+        #[arg(long, default_value_t = 5.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+    },
+    /// One account logs in on as many connections as it can get, from many loopback
+    /// addresses; then another user tries to log in.
+    AccountHog {
+        #[command(flatten)]
+        common: Common,
+        /// Source addresses of the attack, counted up from --attack-from.
+        #[arg(long, default_value_t = 32)]
+        attackers: usize,
+        /// First source address of the attack (all of 127.0.0.0/8 is loopback).
+        #[arg(long, default_value = "127.0.0.10")]
+        attack_from: Ipv4Addr,
+        /// Logins from each address.
+        #[arg(long, default_value_t = 32)]
+        per_address: usize,
+        /// The account the attack logs in as (a `chat-bench users` account).
+        #[arg(long, default_value = "b0")]
+        account: String,
+        /// The user who tries to log in during the attack.
+        #[arg(long, default_value = "b1")]
+        honest: String,
+    },
     /// Prints the time of one tlschat password hash on this CPU, in seconds (run it
     /// pinned to the server's CPU for the login storm's bound).
     HashTime,
@@ -187,7 +235,9 @@ impl Scenario {
             | Self::Rate { common, .. }
             | Self::Idle { common, .. }
             | Self::Logins { common, .. }
-            | Self::Soak { common, .. } => Some(common),
+            | Self::Soak { common, .. }
+            | Self::HandshakeFlood { common, .. }
+            | Self::AccountHog { common, .. } => Some(common),
             Self::Users { .. } | Self::HashTime => None,
         }
     }
@@ -339,6 +389,28 @@ fn check_arguments(scenario: &Scenario) -> anyhow::Result<()> {
             positive("chat-rate", chat_rate)?;
             anyhow::ensure!(count >= 1, "--count must be at least 1");
         }
+        Scenario::HandshakeFlood {
+            attackers,
+            rate,
+            honest_rate,
+            warmup,
+            duration,
+            ..
+        } => {
+            positive("rate", rate)?;
+            positive("honest-rate", honest_rate)?;
+            seconds("warmup", warmup)?;
+            positive("duration", duration)?;
+            anyhow::ensure!(attackers >= 1, "--attackers must be at least 1");
+        }
+        Scenario::AccountHog {
+            attackers,
+            per_address,
+            ..
+        } => anyhow::ensure!(
+            attackers >= 1 && per_address >= 1,
+            "--attackers and --per-address must be at least 1"
+        ),
         Scenario::Users { .. } | Scenario::HashTime => {}
     }
     Ok(())
@@ -445,6 +517,48 @@ async fn run(scenario: Scenario, common: &Common) -> anyhow::Result<Value> {
                 server_cores,
             )
             .await?
+        }
+        Scenario::HandshakeFlood {
+            attackers,
+            attack_from,
+            rate,
+            honest_rate,
+            warmup,
+            duration,
+            ..
+        } => {
+            let flood = attacks::Flood {
+                sources: attacks::Sources {
+                    first: attack_from,
+                    count: attackers,
+                },
+                rate,
+                honest_rate,
+                warmup,
+                duration,
+            };
+            attacks::handshake_flood(&target, flood, common.quiet).await?
+        }
+        Scenario::AccountHog {
+            attackers,
+            attack_from,
+            per_address,
+            account,
+            honest,
+            ..
+        } => {
+            let hog = attacks::Hog {
+                sources: attacks::Sources {
+                    first: attack_from,
+                    count: attackers,
+                },
+                per_address,
+                account,
+                honest,
+                concurrency: common.connect_concurrency,
+                timeout: Duration::from_secs(common.connect_timeout),
+            };
+            attacks::account_hog(&target, hog, common.quiet).await?
         }
         Scenario::Users { .. } | Scenario::HashTime => {
             unreachable!("handled before the runtime starts")
@@ -805,6 +919,9 @@ fn print_report(report: &Value) {
         report["dialect"].as_str().unwrap_or("?"),
         report["label"].as_str().unwrap_or("")
     );
+    if attacks::print_report(report) {
+        return;
+    }
     let connect = &report["connect"];
     println!(
         "  connected        {} of {} in {:.1}s",

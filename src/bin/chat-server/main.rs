@@ -171,6 +171,7 @@ fn config_from(args: &Settings) -> Config {
         write_timeout: Duration::from_secs(args.write_timeout),
         max_connections: args.max_connections,
         max_per_address: args.max_per_address,
+        max_per_account: args.max_per_account,
         new_per_address_burst: args.new_per_address_burst,
         new_per_address_per_second: args.new_per_address_rate,
         flood_burst: args.flood_burst,

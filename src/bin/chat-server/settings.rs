@@ -121,6 +121,8 @@ settings! {
     max_connections: usize = 10_000, "CHAT_MAX_CONNECTIONS";
     /// Concurrent connections from one address (IPv4 address, IPv6 /64).
     max_per_address: u32 = 64, "CHAT_MAX_PER_ADDRESS";
+    /// Concurrent logged-in connections of one account; one more gets `BYE too-many-sessions`.
+    max_per_account: usize = 20, "CHAT_MAX_PER_ACCOUNT";
     /// New connections one address may open at once.
     new_per_address_burst: u32 = 32, "CHAT_NEW_PER_ADDRESS_BURST";
     /// New connections per second one address may open after that.

@@ -275,11 +275,14 @@ pub fn reconnects_after(reason: &ByeReason) -> bool {
         | ByeReason::AccountDeleted
         | ByeReason::PasswordChanged
         | ByeReason::Other(_) => false,
+        // Another of the account's connections may close meanwhile; the growing wait
+        // keeps a client from hammering a server that keeps saying no.
         ByeReason::LoginTimeout
         | ByeReason::TooSlow
         | ByeReason::ServerShutdown
         | ByeReason::Flooding
-        | ByeReason::ServerBusy => true,
+        | ByeReason::ServerBusy
+        | ByeReason::TooManySessions => true,
     }
 }
 
@@ -1604,6 +1607,7 @@ mod tests {
         feed(&mut app, &["BYE kicked"]);
         assert!(matches!(app.link, Link::Closed(_)));
         assert!(reconnects_after(&ByeReason::TooSlow));
+        assert!(reconnects_after(&ByeReason::TooManySessions));
         assert!(!reconnects_after(&ByeReason::Quit));
     }
 
