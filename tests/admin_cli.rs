@@ -864,3 +864,42 @@ fn an_error_names_its_cause_once() {
         "{run:?}"
     );
 }
+
+/// `chat-admin ARGS` on a terminal (a pseudo-terminal of `script`), with `typed` typed ahead.
+fn admin_on_a_terminal(db: &Path, args: &str, typed: &str) -> Run {
+    let mut command = Command::new("script");
+    command.env_remove("CHAT_DB").args([
+        "-qec",
+        &format!(
+            "'{}' --db '{}' {args}",
+            env!("CARGO_BIN_EXE_chat-admin"),
+            db.display()
+        ),
+        "/dev/null",
+    ]);
+    run_bounded(command, Some(typed))
+}
+
+#[test]
+fn adduser_asks_again_for_a_short_password_before_asking_to_repeat_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_db(dir.path());
+    let run = admin_on_a_terminal(
+        &db,
+        "adduser alice",
+        "short\na long password\na long password\n",
+    );
+    assert_success(&run);
+    let output = run.stdout.replace('\r', "");
+    let problem = output
+        .find("at least 8 characters")
+        .unwrap_or_else(|| panic!("the rule is said:\n{output}"));
+    let repeat = output.find("Repeat it:").expect("asked to repeat");
+    assert!(problem < repeat, "refused before the repetition:\n{output}");
+    assert_eq!(
+        output.matches("New password for alice:").count(),
+        2,
+        "{output}"
+    );
+    assert_eq!(listed_nicks(&db), vec!["alice".to_owned()]);
+}
