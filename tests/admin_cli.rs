@@ -235,7 +235,8 @@ fn gen_cert(dir: &Path) -> Run {
         .env_remove("CHAT_CERTS_DIR")
         .current_dir(dir)
         .arg("gen-cert")
-        .arg("--dir")
+        // The server's name for the same folder.
+        .arg("--certs-dir")
         .arg(dir.join("certs"))
         .args(["--hostname", "chat.example.org"]);
     let run = run_bounded(command, None);
@@ -850,6 +851,7 @@ fn an_error_names_its_cause_once() {
     command
         .env_remove("CHAT_CERTS_DIR")
         .arg("gen-cert")
+        // The name older scripts use still works.
         .arg("--dir")
         .arg(&not_a_folder);
     let run = run_bounded(command, None);

@@ -33,7 +33,7 @@ USERS=10200
 cargo build --release --locked --bin chat-server --bin chat-admin --bin chat-bench
 mkdir -p "$OUT" "$WORK"
 if [[ ! -f $WORK/certs/server.pem ]]; then
-    "$BIN/chat-admin" gen-cert --dir "$WORK/certs"
+    "$BIN/chat-admin" gen-cert --certs-dir "$WORK/certs"
 fi
 if [[ ! -f $WORK/chat.db ]]; then
     echo "creating $USERS benchmark accounts (minutes of password hashing)" >&2

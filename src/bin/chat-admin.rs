@@ -143,8 +143,14 @@ enum Command {
     },
     /// Generate a development server certificate (and the development CA if missing).
     GenCert {
-        /// Folder for ca.pem, ca-key.pem, server.pem and server-key.pem.
-        #[arg(long, env = "CHAT_CERTS_DIR", default_value = "certs")]
+        /// Folder for ca.pem, ca-key.pem, server.pem and server-key.pem (the server's
+        /// `--certs-dir`; `--dir` is an old name for it).
+        #[arg(
+            long = "certs-dir",
+            alias = "dir",
+            env = "CHAT_CERTS_DIR",
+            default_value = "certs"
+        )]
         dir: PathBuf,
         /// A name the certificate is valid for, besides localhost, 127.0.0.1 and ::1.
         #[arg(long = "hostname")]
