@@ -115,13 +115,16 @@ fn wrong_types_bad_values_and_half_a_certificate_are_refused() {
     );
 }
 
+/// Flags, environment variables, and the name the error must use.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn a_bad_value_is_named_as_the_user_gave_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tlschat.toml");
     std::fs::write(&file, "flood_rate = 0\nqueue_lines = 0\n").unwrap();
     let config = file.to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    let cases: [Case; 5] = [
         (&["--flood-rate", "0"], &[], "--flood-rate"),
         (&["--flood-rate=0"], &[], "--flood-rate"),
         (&[], &[("CHAT_FLOOD_RATE", "0")], "CHAT_FLOOD_RATE"),

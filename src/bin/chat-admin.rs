@@ -21,7 +21,7 @@ use tlschat::invite;
 use tlschat::net::certs;
 use tlschat::protocol::{format_timestamp, now_millis, Nick};
 use tlschat::store::{
-    Durability, OpenMode, Role, Store, StoreError, DEFAULT_BUSY_TIMEOUT, HEARTBEAT_EVERY,
+    DbFile, Durability, OpenMode, Role, Store, StoreError, DEFAULT_BUSY_TIMEOUT, HEARTBEAT_EVERY,
 };
 
 /// `println!` for output that may be piped into `head` or `grep -q`: a reader that has
@@ -216,7 +216,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Opens the database as `mode` allows; `create` makes a missing one (and then it is read
 /// and written like any other).
 async fn open_store(db: &Path, create: bool, mode: OpenMode) -> anyhow::Result<Store> {
-    let mode = if create && !db.exists() {
+    let blank = matches!(
+        tlschat::store::identify(db).await,
+        Ok(DbFile::Missing | DbFile::Blank)
+    );
+    let mode = if create && blank {
         OpenMode::Create
     } else {
         mode
@@ -253,10 +257,8 @@ async fn restore(db: &Path, backup: &Path, force: bool) -> anyhow::Result<()> {
         );
     }
     for (table, after) in &restored.ids_after {
-        out!(
-            "New {} ids continue after {after}.",
-            table.replace('_', " ")
-        );
+        let what = table.trim_end_matches('s').replace('_', " ");
+        out!("New {what} ids continue after {after}.");
     }
     out!("Database changed: {}", db.display());
     Ok(())

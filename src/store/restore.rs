@@ -218,7 +218,7 @@ async fn prepare(staged: &Path, marks: &[(&'static str, i64)]) -> Result<(), Sto
             }
         }
         for table in ["server_status", "online"] {
-            if table_exists(&mut *tx, table).await? {
+            if table_exists(&mut tx, table).await? {
                 sqlx::query(&format!("DELETE FROM {table}"))
                     .execute(&mut *tx)
                     .await?;
