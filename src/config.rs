@@ -83,15 +83,37 @@ pub struct Config {
 /// Room for the fields in front of a message's text in `MSG` and `HIST` lines.
 const LINE_OVERHEAD: usize = 256;
 
+/// A limit that does not work: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    /// The [`Config`] field (a program maps it to the name its users know).
+    pub field: &'static str,
+    /// What is wrong, to follow the name: "must be at least 1".
+    pub problem: String,
+}
+
 impl Config {
-    /// Checks that the limits fit together; the message names the setting to change.
+    /// Checks that the limits fit together; the message names the field to change.
     pub fn validate(&self) -> Result<(), String> {
+        match self.problem() {
+            Some(ConfigProblem { field, problem }) => Err(format!("{field} {problem}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The first limit that does not work, if any.
+    pub fn problem(&self) -> Option<ConfigProblem> {
+        let found = |field, problem: String| Some(ConfigProblem { field, problem });
         let longest_line = self.max_line + LINE_OVERHEAD;
         if self.outbox_max_bytes < 2 * longest_line {
-            return Err(format!(
-                "the outgoing queue ({} bytes) must hold at least two of the longest lines ({} bytes each); raise it or lower max_line",
-                self.outbox_max_bytes, longest_line
-            ));
+            return found(
+                "outbox_max_bytes",
+                format!(
+                    "({} bytes, the outgoing queue) must hold at least two of the longest lines \
+                     ({longest_line} bytes each); raise it or lower max_line",
+                    self.outbox_max_bytes
+                ),
+            );
         }
         let at_least_one = [
             ("max_line", self.max_line),
@@ -118,7 +140,7 @@ impl Config {
         ];
         for (name, value) in at_least_one {
             if value == 0 {
-                return Err(format!("{name} must be at least 1"));
+                return found(name, "must be at least 1".into());
             }
         }
         let durations = [
@@ -132,9 +154,7 @@ impl Config {
         ];
         for (name, duration) in durations {
             if duration.is_zero() {
-                return Err(format!(
-                    "{name} must be a positive, finite number of seconds"
-                ));
+                return found(name, "must be a positive, finite number of seconds".into());
             }
         }
         let rates = [
@@ -146,10 +166,10 @@ impl Config {
         ];
         for (name, rate) in rates {
             if !(rate.is_finite() && rate > 0.0) {
-                return Err(format!("{name} must be a positive number"));
+                return found(name, "must be a positive number".into());
             }
         }
-        Ok(())
+        None
     }
 }
 
@@ -205,7 +225,7 @@ mod tests {
         assert!(tiny_queue
             .validate()
             .unwrap_err()
-            .contains("outgoing queue"));
+            .contains("outbox_max_bytes"));
         let no_connections = Config {
             max_connections: 0,
             ..Config::default()

@@ -14,6 +14,7 @@
 //! - [`invite`]: one-time invite and reset codes.
 //! - [`client`]: connecting and speaking the protocol, used by `chat` and the tests.
 //! - [`config`]: limits and timeouts.
+//! - [`report`]: error messages for people, each cause once.
 //!
 //! The binaries in `src/bin/` only parse flags, set up logging and call into these.
 
@@ -26,6 +27,7 @@ pub mod import;
 pub mod invite;
 pub mod net;
 pub mod protocol;
+pub mod report;
 pub mod server;
 pub mod store;
 

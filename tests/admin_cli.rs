@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::admin::{admin, admin_async, assert_failure, assert_success, login_fails};
+use common::admin::{admin, admin_async, assert_failure, assert_success, login_fails, new_db};
 use common::{run_bounded, Run, ServerProcess, TestClient, TestServer, WAIT};
 use tlschat::net::{certs::CertPaths, tls};
 
@@ -28,7 +28,7 @@ fn listed_nicks(db: &Path) -> Vec<String> {
 #[test]
 fn adduser_prints_a_message_and_list_shows_the_account() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     assert_eq!(listed_nicks(&db), Vec::<String>::new());
 
     let run = admin(
@@ -57,7 +57,7 @@ fn adduser_prints_a_message_and_list_shows_the_account() {
 #[test]
 fn duplicate_nickname_is_refused_case_insensitively() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     assert_success(&admin(
         &db,
         &["adduser", "alice", "--password-stdin"],
@@ -81,7 +81,7 @@ fn duplicate_nickname_is_refused_case_insensitively() {
 #[test]
 fn bad_nicknames_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     let too_long = "a".repeat(33);
     for nick in [
         "9lives",
@@ -119,7 +119,7 @@ fn bad_nicknames_are_refused() {
 #[test]
 fn short_password_is_refused_and_no_account_is_created() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     for password in ["1234567", "", "short"] {
         let run = admin(
             &db,
@@ -156,7 +156,7 @@ fn short_password_is_refused_and_no_account_is_created() {
 #[test]
 fn deluser_of_a_missing_user_fails_and_of_an_existing_one_works() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     let run = admin(&db, &["deluser", "nobody"], None);
     assert_failure(&run);
     assert!(run.stderr.contains("nobody"), "{run:?}");
@@ -176,7 +176,7 @@ fn deluser_of_a_missing_user_fails_and_of_an_existing_one_works() {
 #[test]
 fn passwd_of_a_missing_user_fails_and_of_an_existing_one_works() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     let run = admin(
         &db,
         &["passwd", "nobody", "--password-stdin"],
@@ -207,7 +207,7 @@ fn passwd_of_a_missing_user_fails_and_of_an_existing_one_works() {
 #[test]
 fn adduser_without_password_stdin_and_no_terminal_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     // Standard input is /dev/null: not a terminal.
     let run = admin(&db, &["adduser", "alice"], None);
     assert_failure(&run);
@@ -235,7 +235,8 @@ fn gen_cert(dir: &Path) -> Run {
         .env_remove("CHAT_CERTS_DIR")
         .current_dir(dir)
         .arg("gen-cert")
-        .arg("--dir")
+        // The server's name for the same folder.
+        .arg("--certs-dir")
         .arg(dir.join("certs"))
         .args(["--hostname", "chat.example.org"]);
     let run = run_bounded(command, None);
@@ -426,8 +427,9 @@ async fn import_file_async(db: &Path, contents: &str) -> Run {
 fn assert_imported(run: &Run, imported: usize, skipped: usize) {
     assert_success(run);
     let summary = format!("imported {imported} accounts (skipped {skipped} existing) in ");
+    let first = run.stdout.lines().next().unwrap_or_default();
     assert!(
-        run.stdout.starts_with(&summary) && run.stdout.trim_end().ends_with('s'),
+        first.starts_with(&summary) && first.ends_with('s'),
         "expected {summary:?}...:\n{run:?}"
     );
 }
@@ -493,7 +495,7 @@ async fn import_keeps_spaces_inside_passwords_and_trims_the_ends() {
 #[test]
 fn import_reports_every_bad_line_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     write_list(
         &db,
         "team.txt",
@@ -547,7 +549,7 @@ fn import_reports_every_bad_line_and_creates_nothing() {
 #[test]
 fn import_refuses_a_nickname_twice_in_the_list() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = new_db(dir.path());
     let run = admin(
         &db,
         &["import"],
@@ -597,4 +599,309 @@ async fn import_refuses_existing_accounts_unless_told_to_skip_them() {
     login_and_quit(&server, "Alice", "alices-own-password").await;
     login_fails(&server, "alice", "replaced-password").await;
     server.stop().await;
+}
+
+// ---- which database chat-admin opens ------------------------------------------------------
+
+/// `chat-admin ARGS` run by the shell with the file-creation mask `umask`.
+fn admin_with_umask(db: &Path, umask: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_chat-admin"))
+        .env_remove("CHAT_DB")
+        .arg("--db")
+        .arg(db)
+        .args(args);
+    run_bounded(command, stdin)
+}
+
+/// The database and the `-wal` and `-shm` files beside it.
+fn database_files(db: &Path) -> Vec<std::path::PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        })
+        .collect()
+}
+
+#[test]
+fn chat_admin_creates_the_database_0600_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let run = admin_with_umask(
+        &db,
+        "022",
+        &["--create", "adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    );
+    assert_success(&run);
+    assert_eq!(mode(&db), 0o600, "it holds password hashes");
+}
+
+#[tokio::test]
+async fn the_server_creates_the_database_and_its_wal_and_shm_0600_whatever_the_umask() {
+    let files = common::ServerFiles::new();
+    let server = ServerProcess::spawn_with_umask(&files, "022", &[]);
+    // While the server runs, SQLite keeps the -wal and -shm files beside the database.
+    let mut client = TestClient::connect(&server.server(), files.client_tls()).await;
+    client.expect("NICK").await;
+    for file in database_files(&files.db()) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn a_missing_database_is_refused_naming_it_unless_create_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    for args in [
+        &["list"][..],
+        &["status"],
+        &["backup", "copy.db"],
+        &["invite", "carol"],
+        &["lock", "carol"],
+        &["import", "-"],
+    ] {
+        let run = admin(&db, args, Some("carol a long password\n"));
+        assert_failure(&run);
+        assert!(
+            run.stderr.contains(db.to_str().unwrap()) && run.stderr.contains("--create"),
+            "{args:?} names the database and the way to create one:\n{run:?}"
+        );
+        assert!(!db.exists(), "{args:?} created the database");
+    }
+    let created = admin(
+        &db,
+        &["--create", "adduser", "carol", "--password-stdin"],
+        Some("password-one\n"),
+    );
+    assert_success(&created);
+    assert!(
+        created
+            .stdout
+            .contains(&format!("Database created: {}", db.display())),
+        "{created:?}"
+    );
+    let changed = admin(&db, &["lock", "carol"], None);
+    assert_success(&changed);
+    assert!(
+        changed
+            .stdout
+            .contains(&format!("Database changed: {}", db.display())),
+        "{changed:?}"
+    );
+    // A command that only reads says nothing about changes.
+    assert!(!admin(&db, &["list"], None).stdout.contains("Database"));
+}
+
+/// Writes a SQLite database of some other program (rollback journal, one table) at `path`.
+async fn foreign_database(path: &Path, with_sqlx_migrations: bool) {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut statements = vec![
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)",
+        "INSERT INTO notes (text) VALUES ('keep me')",
+    ];
+    if with_sqlx_migrations {
+        // Another sqlx program: the same bookkeeping table, its own first migration.
+        statements.extend([
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+            "INSERT INTO _sqlx_migrations VALUES (1, 'init', 0, 1, x'00', 1)",
+        ]);
+    }
+    for statement in statements {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_tlschat_database_is_refused_and_keeps_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = new_db(dir.path()).with_file_name("backup.db");
+    assert_success(&admin(
+        &dir.path().join("chat.db"),
+        &["backup", "backup.db"],
+        None,
+    ));
+    let other = dir.path().join("other.db");
+    foreign_database(&other, false).await;
+    let sqlx_app = dir.path().join("sqlx-app.db");
+    foreign_database(&sqlx_app, true).await;
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "not a database at all, but long enough to look like one\n".repeat(40),
+    )
+    .unwrap();
+    write_list(&other, "team.txt", "dave a long password\n");
+    let commands: [&[&str]; 13] = [
+        &["list"],
+        &["status"],
+        &["backup", "copy.db"],
+        &["adduser", "dave", "--password-stdin"],
+        &["invite", "dave"],
+        &["import", "team.txt"],
+        &["deluser", "dave"],
+        &["passwd", "dave", "--password-stdin"],
+        &["role", "dave", "admin"],
+        &["lock", "dave"],
+        &["unlock", "dave"],
+        &["restore", backup.to_str().unwrap()],
+        &["restore", backup.to_str().unwrap(), "--force"],
+    ];
+    for file in [&other, &sqlx_app, &text] {
+        let before = std::fs::read(file).unwrap();
+        for args in commands {
+            for create in [false, true] {
+                let mut args = args.to_vec();
+                if create {
+                    args.insert(0, "--create");
+                }
+                let run = admin(file, &args, Some("a long password\n"));
+                assert_failure(&run);
+                assert!(
+                    run.stderr.contains("not a tlschat database"),
+                    "{} {args:?}:\n{run:?}",
+                    file.display()
+                );
+                assert_eq!(
+                    std::fs::read(file).unwrap(),
+                    before,
+                    "{} changed by {args:?}",
+                    file.display()
+                );
+                for beside in &database_files(file)[1..] {
+                    assert!(
+                        !beside.exists(),
+                        "{} left {}",
+                        file.display(),
+                        beside.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(!dir.path().join("copy.db").exists());
+}
+
+#[tokio::test]
+async fn commands_that_only_read_never_migrate_and_say_what_to_do() {
+    // A database of an older tlschat: only the first migration applied.
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    let first = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_initial.sql");
+    std::fs::copy(&first, migrations.join("0001_initial.sql")).unwrap();
+    let db = dir.path().join("chat.db");
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(migrations.as_path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    for args in [&["list"][..], &["status"], &["backup", "copy.db"]] {
+        let run = admin(&db, args, None);
+        assert_failure(&run);
+        assert!(
+            run.stderr.contains("upgrade") && run.stderr.contains(db.to_str().unwrap()),
+            "{args:?}:\n{run:?}"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), before, "{args:?} wrote to it");
+    }
+    // A command that changes the database brings it up to date first.
+    assert_success(&admin(
+        &db,
+        &["adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    ));
+    assert_eq!(listed_nicks(&db), vec!["alice".to_owned()]);
+}
+
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The certificate folder is a file: creating it fails with EEXIST.
+    let not_a_folder = dir.path().join("certs");
+    std::fs::write(&not_a_folder, "").unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-admin"));
+    command
+        .env_remove("CHAT_CERTS_DIR")
+        .arg("gen-cert")
+        // The name older scripts use still works.
+        .arg("--dir")
+        .arg(&not_a_folder);
+    let run = run_bounded(command, None);
+    assert_failure(&run);
+    assert_eq!(
+        run.stderr.matches("os error 17").count(),
+        1,
+        "the cause once:\n{run:?}"
+    );
+    assert!(
+        run.stderr.contains(not_a_folder.to_str().unwrap()),
+        "{run:?}"
+    );
+}
+
+/// `chat-admin ARGS` on a terminal (a pseudo-terminal of `script`), with `typed` typed ahead.
+fn admin_on_a_terminal(db: &Path, args: &str, typed: &str) -> Run {
+    let mut command = Command::new("script");
+    command.env_remove("CHAT_DB").args([
+        "-qec",
+        &format!(
+            "'{}' --db '{}' {args}",
+            env!("CARGO_BIN_EXE_chat-admin"),
+            db.display()
+        ),
+        "/dev/null",
+    ]);
+    run_bounded(command, Some(typed))
+}
+
+#[test]
+fn adduser_asks_again_for_a_short_password_before_asking_to_repeat_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_db(dir.path());
+    let run = admin_on_a_terminal(
+        &db,
+        "adduser alice",
+        "short\na long password\na long password\n",
+    );
+    assert_success(&run);
+    let output = run.stdout.replace('\r', "");
+    let problem = output
+        .find("at least 8 characters")
+        .unwrap_or_else(|| panic!("the rule is said:\n{output}"));
+    let repeat = output.find("Repeat it:").expect("asked to repeat");
+    assert!(problem < repeat, "refused before the repetition:\n{output}");
+    assert_eq!(
+        output.matches("New password for alice:").count(),
+        2,
+        "{output}"
+    );
+    assert_eq!(listed_nicks(&db), vec!["alice".to_owned()]);
 }

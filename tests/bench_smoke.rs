@@ -17,7 +17,11 @@ fn create_accounts(files: &ServerFiles, count: usize) {
     assert!(users.status.success(), "{users:?}");
     assert_eq!(users.stdout.lines().count(), count);
     let mut import = Command::new(env!("CARGO_BIN_EXE_chat-admin"));
-    import.arg("--db").arg(files.db()).arg("import");
+    // A new database, as docs/bench/run.sh makes it.
+    import
+        .arg("--db")
+        .arg(files.db())
+        .args(["--create", "import"]);
     let import = run_bounded(import, Some(&users.stdout));
     assert!(import.status.success(), "{import:?}");
 }

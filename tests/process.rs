@@ -221,7 +221,31 @@ fn unreadable_key_is_one_clear_line() {
 }
 
 #[test]
-fn bad_database_path_is_one_clear_line() {
-    let line = start_error(&["--db", "no-such-dir/chat.db", "--listen", "127.0.0.1:0"]);
-    assert!(line.contains("cannot open database"), "{line}");
+fn a_missing_database_folder_is_one_line_naming_it_before_any_certificate_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .current_dir(dir.path())
+        .args(["--db", "no-such-dir/chat.db", "--listen", "127.0.0.1:0"])
+        .arg("--certs-dir")
+        .arg(&certs)
+        .output()
+        .expect("run chat-server");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, nothing logged before:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with("chat-server: ")
+            && stderr.contains("no-such-dir/chat.db")
+            && stderr.contains("the folder no-such-dir does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        !certs.exists(),
+        "a certificate was generated for a server that cannot start"
+    );
 }

@@ -115,6 +115,44 @@ fn wrong_types_bad_values_and_half_a_certificate_are_refused() {
     );
 }
 
+/// Flags, environment variables, and the name the error must use.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn a_bad_value_is_named_as_the_user_gave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tlschat.toml");
+    std::fs::write(&file, "flood_rate = 0\nqueue_lines = 0\n").unwrap();
+    let config = file.to_str().unwrap();
+    let cases: [Case; 5] = [
+        (&["--flood-rate", "0"], &[], "--flood-rate"),
+        (&["--flood-rate=0"], &[], "--flood-rate"),
+        (&[], &[("CHAT_FLOOD_RATE", "0")], "CHAT_FLOOD_RATE"),
+        (
+            &["--config", config, "--queue-lines", "5"],
+            &[],
+            "flood_rate",
+        ),
+        (
+            &["--config", config, "--flood-rate", "5"],
+            &[],
+            "queue_lines",
+        ),
+    ];
+    for (args, env, name) in cases {
+        let run = check_config(args, env, dir.path());
+        assert!(!run.status.success(), "{args:?} {env:?} accepted");
+        let line = run.stderr.trim_end();
+        assert!(
+            line.starts_with(&format!("chat-server: invalid configuration: {name} ")),
+            "{args:?} {env:?}: {line}"
+        );
+        for internal in ["flood_per_second", "outbox_max_lines"] {
+            assert!(!line.contains(internal), "{line}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_running_server_obeys_its_config_file() {
     let files = ServerFiles::new();

@@ -33,11 +33,11 @@ USERS=10200
 cargo build --release --locked --bin chat-server --bin chat-admin --bin chat-bench
 mkdir -p "$OUT" "$WORK"
 if [[ ! -f $WORK/certs/server.pem ]]; then
-    "$BIN/chat-admin" gen-cert --dir "$WORK/certs"
+    "$BIN/chat-admin" gen-cert --certs-dir "$WORK/certs"
 fi
 if [[ ! -f $WORK/chat.db ]]; then
     echo "creating $USERS benchmark accounts (minutes of password hashing)" >&2
-    "$BIN/chat-bench" users --count "$USERS" | "$BIN/chat-admin" --db "$WORK/chat.db" import
+    "$BIN/chat-bench" users --count "$USERS" | "$BIN/chat-admin" --db "$WORK/chat.db" --create import
 fi
 # The login storm's own accounts, as new as a new teammate's (only in #general), so the
 # storm measures logging in rather than the history of rooms other scenarios left behind.

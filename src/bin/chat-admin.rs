@@ -1,6 +1,10 @@
-//! `chat-admin`: accounts and certificates. Works while the server runs (SQLite's busy
-//! timeout covers the overlap). Locks, deletions and password changes reach the running
+//! `chat-admin`: accounts, backups and certificates. Works while the server runs (SQLite's
+//! busy timeout covers the overlap). Locks, deletions and password changes reach the running
 //! server's live sessions through the database within a second or two.
+//!
+//! It opens only an existing tlschat database (a mistyped `--db` or the wrong folder must not
+//! create one, nor touch another program's SQLite file), creates one only with `--create`,
+//! never writes with a command that only reads, and names the database it changed.
 
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal};
@@ -16,7 +20,9 @@ use tlschat::import::{read_accounts, AccountList, NewAccount};
 use tlschat::invite;
 use tlschat::net::certs;
 use tlschat::protocol::{format_timestamp, now_millis, Nick};
-use tlschat::store::{Role, Store, HEARTBEAT_EVERY};
+use tlschat::store::{
+    DbFile, Durability, OpenMode, Role, Store, StoreError, DEFAULT_BUSY_TIMEOUT, HEARTBEAT_EVERY,
+};
 
 /// `println!` for output that may be piped into `head` or `grep -q`: a reader that has
 /// gone is the end of the job, not a panic.
@@ -42,6 +48,9 @@ struct Args {
     /// SQLite database file, the same as the server's.
     #[arg(long, env = "CHAT_DB", default_value = "chat.db", global = true)]
     db: PathBuf,
+    /// Create the database if there is none (otherwise a missing one is an error).
+    #[arg(long, global = true)]
+    create: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -111,17 +120,37 @@ enum Command {
     Status,
     /// Write a consistent copy of the database to FILE, also while the server runs.
     ///
-    /// The copy is a complete SQLite database (mode 0600: it holds password hashes). To
-    /// restore, stop the server and copy it over the database file (removing any
-    /// `-wal` and `-shm` files beside it).
+    /// The copy is a complete SQLite database (mode 0600: it holds password hashes).
+    /// `chat-admin restore FILE` puts it back.
     Backup {
         /// The new file; an existing one is never overwritten.
         file: PathBuf,
     },
+    /// Put a backup in place of the database; the server must be stopped.
+    ///
+    /// The backup is checked (a tlschat database, SQLite's integrity check), the current
+    /// database is kept beside it as `DB.before-restore-TIME` (mode 0600), and the restored
+    /// copy's ids continue after every id the current one handed out, so that clients never
+    /// see an id twice. Messages written after the backup are not in it (the kept database
+    /// still has them).
+    Restore {
+        /// A file written by `chat-admin backup`.
+        backup: PathBuf,
+        /// Restore even without a database to continue the ids from (it was lost): ids then
+        /// jump ahead by a billion past the backup's.
+        #[arg(long)]
+        force: bool,
+    },
     /// Generate a development server certificate (and the development CA if missing).
     GenCert {
-        /// Folder for ca.pem, ca-key.pem, server.pem and server-key.pem.
-        #[arg(long, env = "CHAT_CERTS_DIR", default_value = "certs")]
+        /// Folder for ca.pem, ca-key.pem, server.pem and server-key.pem (the server's
+        /// `--certs-dir`; `--dir` is an old name for it).
+        #[arg(
+            long = "certs-dir",
+            alias = "dir",
+            env = "CHAT_CERTS_DIR",
+            default_value = "certs"
+        )]
         dir: PathBuf,
         /// A name the certificate is valid for, besides localhost, 127.0.0.1 and ::1.
         #[arg(long = "hostname")]
@@ -150,31 +179,89 @@ async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat-admin: {error:#}");
+            eprintln!("chat-admin: {}", tlschat::report::chain(&error));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    match &args.command {
-        Command::GenCert { dir, hostnames } => return gen_cert(dir, hostnames),
+    // Named in full in every message: "which database" is the question when it is the wrong one.
+    let db = std::path::absolute(&args.db).unwrap_or_else(|_| args.db.clone());
+    match args.command {
+        Command::GenCert { dir, hostnames } => gen_cert(&dir, &hostnames),
+        Command::Restore { backup, force } => restore(&db, &backup, force).await,
         Command::Import {
             file,
             skip_existing,
-        } => return import(&args.db, file.as_deref(), *skip_existing).await,
-        _ => {}
+        } => import(&db, args.create, file.as_deref(), skip_existing).await,
+        command @ (Command::List | Command::Status | Command::Backup { .. }) => {
+            let store = open_store(&db, args.create, OpenMode::ReadOnly).await?;
+            let result = account_command(&store, command).await;
+            store.close().await;
+            result
+        }
+        command => {
+            let existed = db.exists();
+            let store = open_store(&db, args.create, OpenMode::Existing).await?;
+            let result = account_command(&store, command).await;
+            store.close().await;
+            result?;
+            say_changed(&db, existed);
+            Ok(())
+        }
     }
-    let store = open_store(&args.db).await?;
-    let result = account_command(&store, args.command).await;
-    store.close().await;
-    result
 }
 
-async fn open_store(db: &Path) -> anyhow::Result<Store> {
-    Store::open(db)
-        .await
-        .with_context(|| format!("cannot open database {}", db.display()))
+/// Opens the database as `mode` allows; `create` makes a missing one (and then it is read
+/// and written like any other).
+async fn open_store(db: &Path, create: bool, mode: OpenMode) -> anyhow::Result<Store> {
+    let blank = matches!(
+        tlschat::store::identify(db).await,
+        Ok(DbFile::Missing | DbFile::Blank)
+    );
+    let mode = if create && blank {
+        OpenMode::Create
+    } else {
+        mode
+    };
+    match Store::open_as(db, mode, DEFAULT_BUSY_TIMEOUT, Durability::default()).await {
+        Ok(store) => Ok(store),
+        Err(error @ StoreError::Missing(_)) => Err(anyhow!(
+            "{error}: run chat-admin in the server's folder (beside its chat.db), pass \
+             --db PATH (or CHAT_DB), or add --create to start a new database"
+        )),
+        Err(error) if error.names_the_file() => Err(error.into()),
+        Err(error) => {
+            Err(anyhow::Error::new(error)
+                .context(format!("cannot open the database {}", db.display())))
+        }
+    }
+}
+
+fn say_changed(db: &Path, existed: bool) {
+    if existed {
+        out!("Database changed: {}", db.display());
+    } else {
+        out!("Database created: {}", db.display());
+    }
+}
+
+async fn restore(db: &Path, backup: &Path, force: bool) -> anyhow::Result<()> {
+    let restored = tlschat::store::restore(db, backup, force).await?;
+    out!("Restored {} into {}.", backup.display(), db.display());
+    if let Some(aside) = &restored.kept_aside {
+        out!(
+            "The database it replaced is kept as {} (mode 0600).",
+            aside.display()
+        );
+    }
+    for (table, after) in &restored.ids_after {
+        let what = table.trim_end_matches('s').replace('_', " ");
+        out!("New {what} ids continue after {after}.");
+    }
+    out!("Database changed: {}", db.display());
+    Ok(())
 }
 
 async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> {
@@ -253,7 +340,7 @@ async fn account_command(store: &Store, command: Command) -> anyhow::Result<()> 
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             out!("Backed up to {} ({size} bytes).", file.display());
         }
-        Command::GenCert { .. } | Command::Import { .. } => {
+        Command::GenCert { .. } | Command::Import { .. } | Command::Restore { .. } => {
             unreachable!("handled before opening the database")
         }
     }
@@ -399,7 +486,7 @@ async fn new_password_hash(nick: &Nick, from_stdin: bool) -> anyhow::Result<Stri
             .context("cannot read standard input")?;
         line.trim_end_matches(['\n', '\r']).to_owned()
     } else if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password(format!("New password for {nick}: "))?;
+        let first = ask_good_password(nick)?;
         let second = rpassword::prompt_password("Repeat it: ")?;
         if first != second {
             bail!("the passwords do not match");
@@ -414,12 +501,31 @@ async fn new_password_hash(nick: &Nick, from_stdin: bool) -> anyhow::Result<Stri
     Ok(tokio::task::spawn_blocking(move || hash_password_blocking(&password)).await??)
 }
 
+/// Asks until a password passes the rules (a few times at most), saying what was wrong, so
+/// that a short one is refused before it is typed a second time.
+fn ask_good_password(nick: &Nick) -> anyhow::Result<String> {
+    const TRIES: usize = 3;
+    for _ in 0..TRIES {
+        let password = rpassword::prompt_password(format!("New password for {nick}: "))?;
+        match password_problem(&password) {
+            None => return Ok(password),
+            Some(problem) => eprintln!("{problem}; try again."),
+        }
+    }
+    bail!("no acceptable password after {TRIES} tries")
+}
+
 /// Accounts a transaction creates: short enough not to hold up the server's writes for long.
 const IMPORT_BATCH: usize = 500;
 
 /// `chat-admin import`: checks the whole list before opening the database, refuses (or with
 /// `skip_existing` skips) nicknames already taken, hashes on every core, then inserts.
-async fn import(db: &Path, file: Option<&Path>, skip_existing: bool) -> anyhow::Result<()> {
+async fn import(
+    db: &Path,
+    create: bool,
+    file: Option<&Path>,
+    skip_existing: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let (source, list) = read_account_list(file)?;
     for problem in &list.problems {
@@ -431,7 +537,8 @@ async fn import(db: &Path, file: Option<&Path>, skip_existing: bool) -> anyhow::
             list.problems.len()
         );
     }
-    let store = open_store(db).await?;
+    let existed = db.exists();
+    let store = open_store(db, create, OpenMode::Existing).await?;
     let result = import_into(&store, &source, list.accounts, skip_existing).await;
     store.close().await;
     let (imported, skipped) = result?;
@@ -439,6 +546,7 @@ async fn import(db: &Path, file: Option<&Path>, skip_existing: bool) -> anyhow::
         "imported {imported} accounts (skipped {skipped} existing) in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    say_changed(db, existed);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! Queries are checked at run time, so building needs no database.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,14 +11,18 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 
 mod accounts;
+mod file;
 mod messages;
 mod moderation;
+mod restore;
 mod rooms;
 mod status;
 
 pub use accounts::{Account, AccountSummary};
+pub use file::{identify, DbFile};
 pub use messages::{KeptFull, KeptLimits, NewMessage, PendingDm, Recipient};
 pub use moderation::{AccountEvent, EventKind, IssuedInvite, LoginAccount, Role, RoleColumn};
+pub use restore::{restore, Restored, FORCED_ID_MARGIN};
 pub use rooms::RoomRefused;
 pub use status::{OnlineAccount, RoomCount, ServerStatus, HEARTBEAT_EVERY};
 
@@ -31,19 +35,82 @@ pub type RoomId = i64;
 /// the server runs) before SQLite reports "database is locked".
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+// The causes are part of each message and not also exposed as `source()`: printed as a
+// chain (`{:#}`), they would appear twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the nickname {0} is taken")]
     DuplicateNick(String),
     #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
+    Sqlx(sqlx::Error),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("cannot create the backup {}: {source}", .path.display())]
+    Migrate(sqlx::migrate::MigrateError),
+    #[error("cannot create the backup {}: {error}", .path.display())]
     Backup {
-        path: std::path::PathBuf,
-        source: std::io::Error,
+        path: PathBuf,
+        error: std::io::Error,
     },
+    #[error("{what} {}: {error}", .path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot create the database {}: the folder {} does not exist", .0.display(),
+            .0.parent().unwrap_or(Path::new(".")).display())]
+    NoFolder(PathBuf),
+    #[error("there is no tlschat database at {}", .0.display())]
+    Missing(PathBuf),
+    #[error("{} is not a tlschat database; nothing was changed", .0.display())]
+    Foreign(PathBuf),
+    #[error(
+        "{} needs an upgrade by this version of tlschat ({pending} migration(s)); start \
+         chat-server once, or run a chat-admin command that changes it, and try again",
+        .path.display()
+    )]
+    NeedsUpgrade { path: PathBuf, pending: usize },
+    #[error("cannot restore: {0}")]
+    Restore(String),
+}
+
+impl StoreError {
+    /// Whether the message already names the database file (so a caller adds no context).
+    pub fn names_the_file(&self) -> bool {
+        matches!(
+            self,
+            Self::File { .. }
+                | Self::NoFolder(_)
+                | Self::Missing(_)
+                | Self::Foreign(_)
+                | Self::NeedsUpgrade { .. }
+        )
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Sqlx(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(error)
+    }
+}
+
+/// How a process may open the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file if it is missing (mode 0600) and apply the migrations: the server,
+    /// and `chat-admin --create`.
+    Create,
+    /// Only an existing tlschat database, migrated if needed: `chat-admin`'s commands that
+    /// change something.
+    Existing,
+    /// Only an existing, current tlschat database, never written: `chat-admin list`,
+    /// `status` and `backup`.
+    ReadOnly,
 }
 
 /// What an acknowledged message survives. Either way a message is committed before anyone
@@ -96,21 +163,54 @@ impl Store {
         busy_timeout: Duration,
         durability: Durability,
     ) -> Result<Self, StoreError> {
+        Self::open_as(path, OpenMode::Create, busy_timeout, durability).await
+    }
+
+    /// Opens the database at `path` as `mode` allows. A file that is not a tlschat database
+    /// is refused in every mode before anything is written to it.
+    pub async fn open_as(
+        path: &Path,
+        mode: OpenMode,
+        busy_timeout: Duration,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        match (file::identify(path).await?, mode) {
+            (file::DbFile::Foreign, _) => return Err(StoreError::Foreign(path.to_owned())),
+            (
+                file::DbFile::Missing | file::DbFile::Blank,
+                OpenMode::Existing | OpenMode::ReadOnly,
+            ) => return Err(StoreError::Missing(path.to_owned())),
+            (file::DbFile::Missing, OpenMode::Create) => file::create_private(path)?,
+            (file::DbFile::Tlschat { pending }, OpenMode::ReadOnly) if pending > 0 => {
+                return Err(StoreError::NeedsUpgrade {
+                    path: path.to_owned(),
+                    pending,
+                })
+            }
+            _ => {}
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .busy_timeout(busy_timeout);
+        if mode == OpenMode::ReadOnly {
+            let options = options.read_only(true);
+            let writer = open_pool(options.clone(), 1).await?;
+            let reader = open_pool(options, READERS).await?;
+            return Ok(Self { reader, writer });
+        }
         let synchronous = match durability {
             Durability::ProcessCrash => SqliteSynchronous::Normal,
             Durability::PowerLoss => SqliteSynchronous::Full,
         };
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(true)
+        let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             // Checkpoints run in the background (`Store::checkpoint`), not inside whichever
             // commit happens to cross SQLite's threshold: that commit is the hub's, and
             // every message in its batch would wait for the copy and its fsync.
-            .pragma("wal_autocheckpoint", "0")
-            .foreign_keys(true)
-            .busy_timeout(busy_timeout);
+            .pragma("wal_autocheckpoint", "0");
         let writer = open_pool(options.clone(), 1).await?;
         sqlx::migrate!().run(&writer).await?;
         // The readers open after the writer has created the file and switched it to WAL
@@ -138,8 +238,7 @@ impl Store {
 
     /// Writes a consistent copy of the whole database to `target` while the server keeps
     /// running (`VACUUM INTO` reads one snapshot; writers are not blocked). The file is
-    /// created new with mode 0600: it holds password hashes. Restoring is copying it back
-    /// over the database while the server is stopped.
+    /// created new with mode 0600: it holds password hashes. [`restore`] puts it back.
     pub async fn backup_to(&self, target: &Path) -> Result<(), StoreError> {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -147,9 +246,9 @@ impl Store {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         // SQLite writes into an existing file only if it is empty; creating it here, new,
         // sets its mode and refuses to overwrite an earlier backup.
-        options.open(target).map_err(|source| StoreError::Backup {
+        options.open(target).map_err(|error| StoreError::Backup {
             path: target.to_owned(),
-            source,
+            error,
         })?;
         let path = target.to_string_lossy().into_owned();
         let result = sqlx::query("VACUUM INTO ?")
@@ -217,7 +316,15 @@ impl Store {
 
 fn worth_retrying(error: &StoreError) -> bool {
     match error {
-        StoreError::DuplicateNick(_) | StoreError::Migrate(_) | StoreError::Backup { .. } => false,
+        StoreError::DuplicateNick(_)
+        | StoreError::Migrate(_)
+        | StoreError::Backup { .. }
+        | StoreError::File { .. }
+        | StoreError::Missing(_)
+        | StoreError::NoFolder(_)
+        | StoreError::Foreign(_)
+        | StoreError::NeedsUpgrade { .. }
+        | StoreError::Restore(_) => false,
         StoreError::Sqlx(sqlx::Error::Database(db)) => {
             // SQLITE_BUSY (5) and SQLITE_LOCKED (6) already waited the busy timeout.
             let primary_code = db

@@ -19,6 +19,14 @@ pub fn admin_command(db: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// A new, empty tlschat database `chat.db` in `dir`, made as a user makes one
+/// (`chat-admin --create`); chat-admin opens no other database without being told.
+pub fn new_db(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("chat.db");
+    assert_success(&admin(&db, &["--create", "list"], None));
+    db
+}
+
 /// `chat-admin --db DB ARGS...`, the password (if any) on standard input.
 pub fn admin(db: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     run_bounded(admin_command(db, args), stdin)

@@ -417,10 +417,20 @@ impl ServerProcess {
 
     /// Starts the server allowed at most `limit` open file descriptors.
     pub fn spawn_with_fd_limit(files: &ServerFiles, limit: u32, extra_args: &[&str]) -> Self {
+        Self::spawn_after_shell(files, &format!("ulimit -n {limit}"), extra_args)
+    }
+
+    /// Starts the server with the file-creation mask `umask` (octal, as the shell takes it).
+    pub fn spawn_with_umask(files: &ServerFiles, umask: &str, extra_args: &[&str]) -> Self {
+        Self::spawn_after_shell(files, &format!("umask {umask}"), extra_args)
+    }
+
+    /// Starts the server from a shell that first runs `setup` (which the server inherits).
+    fn spawn_after_shell(files: &ServerFiles, setup: &str, extra_args: &[&str]) -> Self {
         let mut shell = Command::new("sh");
         shell
             .arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(format!("{setup} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_chat-server"));
         Self::start(
             shell,

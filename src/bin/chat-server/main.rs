@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
     let settings = match Settings::resolve(args).and_then(|s| check(&s).map(|()| s)) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("chat-server: {error:#}");
+            eprintln!("chat-server: {}", tlschat::report::chain(&error));
             return ExitCode::FAILURE;
         }
     };
@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
     match serve(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat-server: {error:#}");
+            eprintln!("chat-server: {}", tlschat::report::chain(&error));
             ExitCode::FAILURE
         }
     }
@@ -89,9 +89,13 @@ async fn main() -> ExitCode {
 /// What can be known wrong before starting: values out of range, a bad log filter, and a
 /// configured certificate that does not load.
 fn check(settings: &Settings) -> anyhow::Result<()> {
-    config_from(settings)
-        .validate()
-        .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;
+    if let Some(found) = config_from(settings).problem() {
+        bail!(
+            "invalid configuration: {} {}",
+            settings.user_name(setting_of(found.field)),
+            found.problem
+        );
+    }
     EnvFilter::try_new(&settings.log)
         .map_err(|error| anyhow::anyhow!("bad log filter {:?}: {error}", settings.log))?;
     if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
@@ -102,14 +106,21 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
 
 async fn serve(args: Settings) -> anyhow::Result<()> {
     let config = config_from(&args);
+    // The database first: a wrong path is one error naming it, with nothing generated yet.
+    let durability = Durability::from(args.durability);
+    let store = match Store::open_with_durability(&args.db, DEFAULT_BUSY_TIMEOUT, durability).await
+    {
+        Ok(store) => store,
+        Err(error) if error.names_the_file() => return Err(error.into()),
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("cannot open the database {}", args.db.display())))
+        }
+    };
     let (cert, key) = certificate_paths(&args)?;
     let (reloader, tls_config) = CertReloader::start(&cert, &key)?;
     raise_descriptor_limit(config.max_connections);
 
-    let durability = Durability::from(args.durability);
-    let store = Store::open_with_durability(&args.db, DEFAULT_BUSY_TIMEOUT, durability)
-        .await
-        .with_context(|| format!("cannot open database {}", args.db.display()))?;
     let sqlite_version = store.sqlite_version().await?;
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -194,6 +205,18 @@ fn config_from(args: &Settings) -> Config {
         kept_dms_from_one_sender: args.kept_dms_from_one_sender,
         rooms_created_per_account: args.rooms_created_per_account,
         rooms_joined_per_account: args.rooms_joined_per_account,
+    }
+}
+
+/// The setting a [`Config`] field is made from, where the two names differ.
+fn setting_of(config_field: &'static str) -> &'static str {
+    match config_field {
+        "outbox_max_lines" => "queue_lines",
+        "outbox_max_bytes" => "queue_bytes",
+        "new_per_address_per_second" => "new_per_address_rate",
+        "flood_per_second" => "flood_rate",
+        "login_failure_delay" => "login_failure_delay_ms",
+        same => same,
     }
 }
 

@@ -73,6 +73,9 @@ macro_rules! settings {
             #[serde(skip_serializing_if = "Option::is_none")]
             pub key: Option<PathBuf>,
             $( pub $field: $ty, )+
+            /// Where each value came from, to name it in messages as the user wrote it.
+            #[serde(skip)]
+            origins: Vec<(&'static str, &'static str, Origin)>,
         }
 
         impl Settings {
@@ -83,10 +86,18 @@ macro_rules! settings {
                     Some(path) => load(path)?,
                     None => FileSettings::default(),
                 };
+                let origins = vec![$(
+                    (
+                        stringify!($field),
+                        $env,
+                        Origin::of(stringify!($field), args.$field.is_some(), file.$field.is_some()),
+                    ),
+                )+];
                 let settings = Self {
                     cert: args.cert.or(file.cert),
                     key: args.key.or(file.key),
                     $( $field: args.$field.or(file.$field).unwrap_or_else(|| $default), )+
+                    origins,
                 };
                 if settings.cert.is_some() != settings.key.is_some() {
                     bail!("cert and key go together: set both (a certificate chain and its private key) or neither");
@@ -185,6 +196,55 @@ settings! {
     /// Log format on stderr: `text`, or `json` (one object per line).
     #[arg(value_enum)]
     log_format: LogFormat = LogFormat::Text, "CHAT_LOG_FORMAT";
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Flag,
+    Environment,
+    File,
+    Default,
+}
+
+impl Origin {
+    /// clap merges a flag and its environment variable into one value; the command line
+    /// tells which of the two it was.
+    fn of(field: &str, from_args: bool, from_file: bool) -> Self {
+        if from_args {
+            let flag = flag_name(field);
+            let on_command_line = std::env::args().any(|arg| {
+                arg == flag || arg.strip_prefix(&flag).is_some_and(|v| v.starts_with('='))
+            });
+            if on_command_line {
+                Self::Flag
+            } else {
+                Self::Environment
+            }
+        } else if from_file {
+            Self::File
+        } else {
+            Self::Default
+        }
+    }
+}
+
+fn flag_name(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
+impl Settings {
+    /// The setting `field` as the user gave it: `--flood-rate`, `CHAT_FLOOD_RATE`, or
+    /// `flood_rate` (in the config file, or the default).
+    pub fn user_name(&self, field: &str) -> String {
+        match self.origins.iter().find(|(name, ..)| *name == field) {
+            Some((_, _, Origin::Flag)) => flag_name(field),
+            Some((_, env, Origin::Environment)) => (*env).to_owned(),
+            Some((_, _, Origin::File)) => format!("{field} (in the config file)"),
+            Some((_, _, Origin::Default)) => format!("{field} (the default)"),
+            None => field.to_owned(),
+        }
+    }
 }
 
 /// Reads a config file; an unknown key or a wrong type is an error naming the file, the
