@@ -355,7 +355,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             .as_ref()
             .map(|a| a.password_hash.clone())
             .filter(|hash| !hash.is_empty());
-        let typed_code = invite::code_hash(&password);
+        let typed_code = self.shared.store.invite_key().code_hash(&password);
         let verified = self.shared.passwords.verify(stored_hash, password).await?;
         let Some(account) = account.filter(|a| !a.locked) else {
             return Ok(Checked::Failed);

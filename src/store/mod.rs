@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
+
+use crate::invite::CodeKey;
 
 mod accounts;
 mod messages;
@@ -38,6 +41,8 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    InviteKey(#[from] crate::invite::KeyError),
     #[error("cannot create the backup {}: {source}", .path.display())]
     Backup {
         path: std::path::PathBuf,
@@ -76,6 +81,9 @@ const WRITE_TRIES: u32 = 4;
 pub struct Store {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// What invite and reset codes are stored under; a file beside the database, so that a
+    /// copy of the database alone does not give live codes away.
+    invite_key: Arc<CodeKey>,
 }
 
 impl Store {
@@ -110,12 +118,20 @@ impl Store {
             .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true)
             .busy_timeout(busy_timeout);
+        let key_path = CodeKey::path_for(path);
+        let invite_key = tokio::task::spawn_blocking(move || CodeKey::load_or_create(&key_path))
+            .await
+            .expect("reading the invite key does not panic")?;
         let writer = open_pool(options.clone(), 1).await?;
         sqlx::migrate!().run(&writer).await?;
         // The readers open after the writer has created the file and switched it to WAL
         // (connections opening alongside that switch would collide).
         let reader = open_pool(options, READERS).await?;
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            invite_key: Arc::new(invite_key),
+        })
     }
 
     /// Waits for in-flight queries and closes every connection (checkpointing the WAL).
@@ -160,6 +176,11 @@ impl Store {
             return Err(error.into());
         }
         Ok(())
+    }
+
+    /// The key invite and reset codes are stored under (see [`crate::invite`]).
+    pub fn invite_key(&self) -> &CodeKey {
+        &self.invite_key
     }
 
     pub async fn sqlite_version(&self) -> Result<String, StoreError> {
@@ -216,7 +237,10 @@ impl Store {
 
 fn worth_retrying(error: &StoreError) -> bool {
     match error {
-        StoreError::DuplicateNick(_) | StoreError::Migrate(_) | StoreError::Backup { .. } => false,
+        StoreError::DuplicateNick(_)
+        | StoreError::Migrate(_)
+        | StoreError::Backup { .. }
+        | StoreError::InviteKey(_) => false,
         StoreError::Sqlx(sqlx::Error::Database(db)) => {
             // SQLITE_BUSY (5) and SQLITE_LOCKED (6) already waited the busy timeout.
             let primary_code = db
