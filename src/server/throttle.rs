@@ -211,9 +211,7 @@ impl LoginThrottle {
     fn record_success(&self, address: &AddressKey, nick: &str) {
         let mut table = self.lock();
         table.failures.remove(&Key::Nick(nick.to_owned()));
-        let pair = table
-            .failures
-            .remove(&Key::Pair(*address, nick.to_owned()));
+        let pair = table.failures.remove(&Key::Pair(*address, nick.to_owned()));
         let address_key = Key::Address(*address);
         if let (Some(pair), Some(entry)) = (pair, table.failures.get_mut(&address_key)) {
             entry.count = entry.count.saturating_sub(pair.count);
