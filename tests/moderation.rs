@@ -83,6 +83,54 @@ async fn an_invite_code_works_once_for_its_nickname_until_it_expires() {
     server.stop().await;
 }
 
+/// Issue 12: codes were stored as a plain SHA-256 of their 60 bits, which anyone with a
+/// stolen backup could search offline within a code's life. They are now stored under a
+/// key kept beside the database, not in it.
+#[tokio::test]
+async fn a_copy_of_the_database_alone_does_not_give_invite_codes_away() {
+    let server = TestServer::start().await;
+    let db = server.files.db();
+    let code = issue_code(&db, &["invite", "carol"]).await;
+    let stored: String = query_one(&db, "SELECT code_hash FROM invites").await;
+    let plain: String =
+        ring::digest::digest(&ring::digest::SHA256, code.replace('-', "").as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    assert_ne!(stored, plain);
+    let key = db.with_file_name("chat.db.invite-key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key)
+            .expect("the key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A backup restored without the key: the code does not work there.
+    let backup = server.files.dir.path().join("backup.db");
+    assert_success(&admin_async(&db, &["backup", backup.to_str().unwrap()], None).await);
+    let elsewhere = ServerFiles::new();
+    std::fs::copy(&backup, elsewhere.db()).unwrap();
+    let restored = TestServer::start_on(elsewhere, test_config()).await;
+    login_fails(&restored, "carol", &code).await;
+    // On the server with its key, it works.
+    redeem(&server, "carol", &code, "carols own passphrase").await;
+    server.stop().await;
+}
+
+async fn query_one(db: &Path, sql: &str) -> String {
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db))
+            .await
+            .unwrap();
+    let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    value
+}
+
 /// Changes the database behind the server's back, as another process would.
 async fn run_sql(db: &Path, sql: &str) {
     let pool = sqlx::SqlitePool::connect_with(

@@ -356,7 +356,10 @@ async fn issue_code(
     create: bool,
 ) -> anyhow::Result<()> {
     let code = invite::new_code().map_err(|_| anyhow!("the system's random generator failed"))?;
-    let code_hash = invite::code_hash(&code).expect("a fresh code is a code");
+    let code_hash = store
+        .invite_key()
+        .code_hash(&code)
+        .expect("a fresh code is a code");
     let expires_at = now_millis() + i64::from(valid_hours) * 3600 * 1000;
     let Some(issued) = store
         .issue_invite(nick, &code_hash, expires_at, create)

@@ -22,6 +22,7 @@ mod flood;
 mod housekeeping;
 mod hub;
 mod limits;
+mod log_limit;
 mod outbox;
 mod session;
 mod throttle;
@@ -29,9 +30,10 @@ mod throttle;
 pub use flood::{FloodGuard, TokenBucket, Verdict};
 pub use limits::{AddressKey, AddressLimitSettings, ConnectionLimits, ConnectionPermit, Refusal};
 pub use outbox::{write_loop, Failure, Outbox, Stopped};
-pub use throttle::{Decision, LoginThrottle, ThrottleSettings};
+pub use throttle::{Attempt, LoginThrottle, Refused, ThrottleSettings};
 
 use hub::{HubHandle, SessionId};
+use log_limit::LogLimit;
 use session::Session;
 
 /// Why the server could not start.
@@ -49,6 +51,8 @@ pub(crate) struct Shared {
     store: Store,
     passwords: Passwords,
     throttle: LoginThrottle,
+    /// Lines about failed password checks and busy hashing, which guessers cause.
+    auth_log: LogLimit,
     config: Config,
     shutdown: CancellationToken,
     /// TLS handshakes computing the server's flight. A burst of new connections would
@@ -123,6 +127,7 @@ pub async fn run(
         store: store.clone(),
         passwords,
         throttle,
+        auth_log: LogLimit::new(),
         handshakes: Arc::new(Semaphore::new(config.max_handshakes)),
         config,
         shutdown: shutdown.clone(),

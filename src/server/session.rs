@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use super::flood::{FloodGuard, Verdict};
 use super::hub::{Login, Request, SessionId};
 use super::outbox::Outbox;
-use super::throttle::Decision;
 use super::Shared;
 use crate::auth::{password_problem, AuthError};
 use crate::invite;
@@ -272,9 +271,38 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
     }
 
+    /// Runs `work` unless the session stops first (its outbox stopped, or the server is
+    /// shutting down): then `None`, and the work is dropped where it stood.
+    async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            value = work => Some(value),
+            () = self.outbox.stopped() => None,
+            () = self.shared.shutdown.cancelled() => None,
+        }
+    }
+
+    /// Ends a login cut short by [`Self::unless_stopped`].
+    fn abandon_login(&self) -> Option<Checked> {
+        if self.shared.shutdown.is_cancelled() {
+            self.outbox
+                .close(Some(&ServerLine::Bye(ByeReason::ServerShutdown)));
+        }
+        None
+    }
+
+    /// `Some(lines left out since the last one)` when a line about a failed or busy password
+    /// check may be written; guessers cause these, so they share one budget.
+    fn auth_log(&self) -> Option<u64> {
+        self.shared.auth_log.admit()
+    }
+
     /// The `NICK` / `PASS` dialogue, up to a correct password or a valid code. Every failure
     /// looks the same from outside: the same error, after one password hash's worth of work.
+    /// The throttle counts each attempt from the moment its turn comes; only a success takes
+    /// it back, so `server-busy` and an abandoned check count as failures.
     async fn login(&mut self) -> Option<Checked> {
+        let shared = self.shared.clone();
+        let ip = self.peer.ip();
         let mut failures = 0;
         while failures < MAX_LOGIN_ATTEMPTS {
             self.send(ServerLine::NickPrompt);
@@ -282,52 +310,57 @@ impl<R: AsyncRead + Unpin> Session<R> {
             self.send(ServerLine::PassPrompt);
             let password = self.login_answer().await?;
             let nick = nick.trim_end();
-            let ip = self.peer.ip();
-            match self.shared.throttle.decide(ip, nick, Instant::now()) {
-                Decision::Refuse => {
-                    failures += 1;
-                    tracing::info!(peer = %self.peer, "login refused: too many failures from this address");
-                    self.send(ServerLine::err(
-                        ErrorCode::RateLimited,
-                        "Too many failed logins from your address; try again later",
-                    ));
-                    continue;
+            let Some(turn) = self.unless_stopped(shared.throttle.begin(ip, nick)).await else {
+                return self.abandon_login();
+            };
+            let Ok(attempt) = turn else {
+                failures += 1;
+                if let Some(suppressed) = self.auth_log() {
+                    tracing::info!(peer = %self.peer, suppressed, "login refused: too many failures from this address");
                 }
-                Decision::Check { wait } if !wait.is_zero() => {
-                    // Served before hashing, without holding a hashing slot.
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.outbox.stopped() => return None,
-                        () = self.shared.shutdown.cancelled() => {
-                            self.outbox.close(Some(&ServerLine::Bye(ByeReason::ServerShutdown)));
-                            return None;
-                        }
-                    }
-                }
-                Decision::Check { .. } => {}
-            }
-            match self.check_password(nick, password).await {
+                self.send(ServerLine::err(
+                    ErrorCode::RateLimited,
+                    "Too many failed logins from your address; try again later",
+                ));
+                continue;
+            };
+            let Some(checked) = self
+                .unless_stopped(self.check_password(nick, password))
+                .await
+            else {
+                return self.abandon_login();
+            };
+            match checked {
                 Ok(Checked::Failed) => {
+                    drop(attempt);
                     failures += 1;
-                    self.shared
-                        .throttle
-                        .record_failure(ip, nick, Instant::now());
-                    tracing::info!(peer = %self.peer, failures, "login failed");
+                    if let Some(suppressed) = self.auth_log() {
+                        tracing::info!(peer = %self.peer, failures, suppressed, "login failed");
+                    }
                     self.send(ServerLine::err(
                         ErrorCode::AuthFailed,
                         "Invalid nickname or password",
                     ));
                 }
                 Ok(checked) => {
-                    self.shared.throttle.record_success(ip, nick);
+                    attempt.succeeded();
                     return Some(checked);
                 }
-                Err(AuthError::Busy) => self.send(ServerLine::err(
-                    ErrorCode::ServerBusy,
-                    "Too many logins in progress; try again in a moment",
-                )),
+                Err(AuthError::Busy) => {
+                    drop(attempt);
+                    if let Some(suppressed) = self.auth_log() {
+                        tracing::warn!(peer = %self.peer, suppressed, "login answered server-busy: every hashing slot stayed busy");
+                    }
+                    self.send(ServerLine::err(
+                        ErrorCode::ServerBusy,
+                        "Too many logins in progress; try again in a moment",
+                    ));
+                }
                 Err(error) => {
-                    tracing::error!(%error, "login check failed");
+                    drop(attempt);
+                    if let Some(suppressed) = self.auth_log() {
+                        tracing::error!(%error, suppressed, "login check failed");
+                    }
                     self.send(ServerLine::err(
                         ErrorCode::ServerBusy,
                         "Login is unavailable; try again",
@@ -356,7 +389,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             .as_ref()
             .map(|a| a.password_hash.clone())
             .filter(|hash| !hash.is_empty());
-        let typed_code = invite::code_hash(&password);
+        let typed_code = self.shared.store.invite_key().code_hash(&password);
         let verified = self.shared.passwords.verify(stored_hash, password).await?;
         let Some(account) = account.filter(|a| !a.locked) else {
             return Ok(Checked::Failed);
@@ -566,7 +599,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     /// Checks the old password and hashes the new one here; the hub stores it, so that it
-    /// can end the account's other sessions before anything else happens to them.
+    /// can end the account's other sessions before anything else happens to them. The old
+    /// password is a password check like a login's: throttled and counted by the same table
+    /// (this address, this nickname), and a stolen session cannot guess faster than a
+    /// login could. The account's turn is held until the new hash is made, so one account
+    /// never has more than one hash in progress.
     async fn change_password(&mut self, me: &LoggedIn, old: String, new: String) {
         if let Some(problem) = password_problem(&new) {
             return self
@@ -574,51 +611,103 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 .await;
         }
         let shared = self.shared.clone();
-        let result: Result<Option<(String, String)>, String> = async {
-            let account = shared
-                .store
-                .find_account(&me.nick)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(account) = account.filter(|a| a.id == me.account) else {
-                return Ok(None);
-            };
-            let old_hash = account.password_hash;
-            let verified = shared
-                .passwords
-                .verify(Some(old_hash.clone()), old)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !verified {
-                return Ok(None);
+        let turn = shared.throttle.begin(self.peer.ip(), &me.nick);
+        let Some(turn) = self.unless_stopped(turn).await else {
+            return;
+        };
+        let Ok(attempt) = turn else {
+            if let Some(suppressed) = self.auth_log() {
+                tracing::info!(peer = %self.peer, nick = %me.nick, suppressed, "password change refused: too many failures from this address");
             }
-            let new_hash = shared
-                .passwords
-                .hash(new)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Some((old_hash, new_hash)))
-        }
-        .await;
-        let answer = match result {
-            Ok(Some((old_hash, new_hash))) => {
-                let request = Request::SetPassword {
-                    session: self.id,
-                    old_hash,
-                    new_hash,
-                };
-                let _ = self.shared.hub.send(request).await;
-                return;
+            let text = "Too many failed password checks from your address; try again later";
+            return self
+                .reply(ServerLine::err(ErrorCode::RateLimited, text))
+                .await;
+        };
+        let Some(verified) = self.unless_stopped(self.verify_own_password(me, old)).await else {
+            return;
+        };
+        let answer = match verified {
+            Ok(Some(old_hash)) => {
+                let new_hash = self.unless_stopped(shared.passwords.hash(new)).await;
+                // The old password was right, whatever happens to the new one.
+                attempt.succeeded();
+                match new_hash {
+                    None => return,
+                    Some(Ok(new_hash)) => {
+                        let request = Request::SetPassword {
+                            session: self.id,
+                            old_hash,
+                            new_hash,
+                        };
+                        let _ = self.shared.hub.send(request).await;
+                        return;
+                    }
+                    Some(Err(error)) => self.password_change_unavailable(&error),
+                }
             }
-            Ok(None) => ServerLine::err(ErrorCode::AuthFailed, "The old password is wrong"),
+            Ok(None) => {
+                drop(attempt);
+                if let Some(suppressed) = self.auth_log() {
+                    tracing::info!(peer = %self.peer, nick = %me.nick, suppressed, "password change refused: the old password is wrong");
+                }
+                ServerLine::err(ErrorCode::AuthFailed, "The old password is wrong")
+            }
             Err(error) => {
-                tracing::error!(%error, "password change failed");
+                drop(attempt);
+                self.password_change_unavailable(&error)
+            }
+        };
+        self.reply(answer).await;
+    }
+
+    /// The account's current hash if `password` is its password; `None` if it is not, or
+    /// the account is gone or renamed away.
+    async fn verify_own_password(
+        &self,
+        me: &LoggedIn,
+        password: String,
+    ) -> Result<Option<String>, AuthError> {
+        let account = self
+            .shared
+            .store
+            .find_account(&me.nick)
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))?;
+        let Some(account) = account.filter(|a| a.id == me.account) else {
+            return Ok(None);
+        };
+        let stored = account.password_hash;
+        let verified = self
+            .shared
+            .passwords
+            .verify(Some(stored.clone()), password)
+            .await?;
+        Ok(verified.then_some(stored))
+    }
+
+    /// The answer, and a line in the log within the shared budget, when a password change
+    /// could not be checked or hashed.
+    fn password_change_unavailable(&self, error: &AuthError) -> ServerLine {
+        match error {
+            AuthError::Busy => {
+                if let Some(suppressed) = self.auth_log() {
+                    tracing::warn!(peer = %self.peer, suppressed, "password change answered server-busy: every hashing slot stayed busy");
+                }
+                ServerLine::err(
+                    ErrorCode::ServerBusy,
+                    "Too many password checks in progress; try again in a moment",
+                )
+            }
+            AuthError::Hash(_) => {
+                if let Some(suppressed) = self.auth_log() {
+                    tracing::error!(%error, suppressed, "password change failed");
+                }
                 ServerLine::err(
                     ErrorCode::ServerBusy,
                     "Could not change the password; try again",
                 )
             }
-        };
-        self.reply(answer).await;
+        }
     }
 }

@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
+
+use crate::invite::CodeKey;
 
 mod accounts;
 mod file;
@@ -45,6 +48,8 @@ pub enum StoreError {
     Sqlx(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    InviteKey(#[from] crate::invite::KeyError),
     #[error("cannot create the backup {}: {error}", .path.display())]
     Backup {
         path: PathBuf,
@@ -144,6 +149,9 @@ const WRITE_TRIES: u32 = 4;
 pub struct Store {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// What invite and reset codes are stored under; a file beside the database, so that a
+    /// copy of the database alone does not give live codes away.
+    invite_key: Arc<CodeKey>,
 }
 
 impl Store {
@@ -198,7 +206,13 @@ impl Store {
             let options = options.read_only(true);
             let writer = open_pool(options.clone(), 1).await?;
             let reader = open_pool(options, READERS).await?;
-            return Ok(Self { reader, writer });
+            // Read-only commands neither issue nor check codes, and must not create the key
+            // file; a key of their own, never written anywhere, keeps the type simple.
+            return Ok(Self {
+                reader,
+                writer,
+                invite_key: Arc::new(CodeKey::ephemeral()?),
+            });
         }
         let synchronous = match durability {
             Durability::ProcessCrash => SqliteSynchronous::Normal,
@@ -211,12 +225,20 @@ impl Store {
             // commit happens to cross SQLite's threshold: that commit is the hub's, and
             // every message in its batch would wait for the copy and its fsync.
             .pragma("wal_autocheckpoint", "0");
+        let key_path = CodeKey::path_for(path);
+        let invite_key = tokio::task::spawn_blocking(move || CodeKey::load_or_create(&key_path))
+            .await
+            .expect("reading the invite key does not panic")?;
         let writer = open_pool(options.clone(), 1).await?;
         sqlx::migrate!().run(&writer).await?;
         // The readers open after the writer has created the file and switched it to WAL
         // (connections opening alongside that switch would collide).
         let reader = open_pool(options, READERS).await?;
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            invite_key: Arc::new(invite_key),
+        })
     }
 
     /// Waits for in-flight queries and closes every connection (checkpointing the WAL).
@@ -260,6 +282,11 @@ impl Store {
             return Err(error.into());
         }
         Ok(())
+    }
+
+    /// The key invite and reset codes are stored under (see [`crate::invite`]).
+    pub fn invite_key(&self) -> &CodeKey {
+        &self.invite_key
     }
 
     pub async fn sqlite_version(&self) -> Result<String, StoreError> {
@@ -324,7 +351,8 @@ fn worth_retrying(error: &StoreError) -> bool {
         | StoreError::NoFolder(_)
         | StoreError::Foreign(_)
         | StoreError::NeedsUpgrade { .. }
-        | StoreError::Restore(_) => false,
+        | StoreError::Restore(_)
+        | StoreError::InviteKey(_) => false,
         StoreError::Sqlx(sqlx::Error::Database(db)) => {
             // SQLITE_BUSY (5) and SQLITE_LOCKED (6) already waited the busy timeout.
             let primary_code = db

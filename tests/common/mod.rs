@@ -187,18 +187,7 @@ impl TestServer {
     /// A TLS connection from another loopback address (`127.0.0.2`, say), which the
     /// server's per-address limits count apart.
     pub async fn connect_from(&self, local: &str) -> TestClient {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
-        let tcp = socket.connect(self.addr).await.expect("connect");
-        let server = format!("localhost:{}", self.addr.port());
-        let (reader, writer) = client::handshake(tcp, &server, self.files.client_tls())
-            .await
-            .expect("handshake");
-        TestClient {
-            reader,
-            writer,
-            seen: Vec::new(),
-        }
+        TestClient::connect_from(self.addr, local, self.files.client_tls()).await
     }
 
     /// Logs in and reads everything up to the `INFO` line that ends the login replay.
@@ -240,6 +229,23 @@ impl TestClient {
     pub async fn connect(server: &str, tls: Arc<ClientConfig>) -> Self {
         let (reader, writer) = client::connect(server, tls).await.expect("connect");
         Self {
+            reader,
+            writer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// A TLS connection to the server at `addr` from another loopback address
+    /// (`127.0.0.2`, say), for tasks that do not hold the [`TestServer`].
+    pub async fn connect_from(addr: SocketAddr, local: &str, tls: Arc<ClientConfig>) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let tcp = socket.connect(addr).await.expect("connect");
+        let server = format!("localhost:{}", addr.port());
+        let (reader, writer) = client::handshake(tcp, &server, tls)
+            .await
+            .expect("handshake");
+        TestClient {
             reader,
             writer,
             seen: Vec::new(),
