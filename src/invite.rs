@@ -115,10 +115,12 @@ impl CodeKey {
     /// A key that lives only in this process: for a store that never issues or checks codes.
     pub fn ephemeral() -> Result<Self, KeyError> {
         let mut secret = [0u8; KEY_BYTES];
-        SystemRandom::new().fill(&mut secret).map_err(|_| KeyError {
-            path: PathBuf::new(),
-            reason: "the system's random generator failed".into(),
-        })?;
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| KeyError {
+                path: PathBuf::new(),
+                reason: "the system's random generator failed".into(),
+            })?;
         Ok(Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)))
     }
 

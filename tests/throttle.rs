@@ -376,3 +376,36 @@ async fn lines_about_failed_password_checks_are_written_at_a_bounded_rate() {
     );
     assert!(summary.contains("suppressed="), "{summary}");
 }
+
+/// Someone guessing alice's password elsewhere makes her wait out her nickname's delay; that
+/// wait must not hold up every other login from her address (an office behind one NAT).
+#[tokio::test]
+async fn a_nicknames_wait_does_not_hold_up_other_logins_from_its_address() {
+    let server = TestServer::start_with(Config {
+        login_failure_delay: Duration::from_millis(500),
+        login_max_address_delay: Duration::from_secs(60),
+        login_max_account_delay: Duration::from_secs(20),
+        ..test_config()
+    })
+    .await;
+    server.add_user("alice", "password-one").await;
+    server.add_user("bob", "password-two").await;
+    // Four guesses from four addresses: alice's nickname now waits 4 s after the last.
+    for i in 2..=5 {
+        let mut attacker = server.connect_from(&format!("127.0.3.{i}")).await;
+        let answer = attempt(&mut attacker, "alice", "a wrong guess").await;
+        assert!(answer.starts_with("ERR auth-failed "), "{answer}");
+    }
+    let mut alice = server.connect_from("127.0.3.9").await;
+    alice.answer_prompts("alice", "password-one").await;
+    let mut bob = server.connect_from("127.0.3.9").await;
+    bob.answer_prompts("bob", "password-two").await;
+    // Bob's answer comes first: he waits at most his address's delay for alice's attempt in
+    // progress (500 ms), not her 4 s.
+    tokio::select! {
+        answer = alice.next() => panic!("alice was answered before bob: {answer}"),
+        answer = bob.next() => assert!(answer.starts_with("WELCOME bob "), "{answer}"),
+    }
+    let answer = alice.next().await;
+    assert!(answer.starts_with("WELCOME alice "), "{answer}");
+}

@@ -6,7 +6,8 @@
 //! - One address's attempts take turns: the next is not checked before the previous one's
 //!   outcome is counted, and not before its address's failures allow (the wait doubles
 //!   with each failure, up to a cap). An address that keeps failing is refused outright
-//!   (`ERR rate-limited`) for a while.
+//!   (`ERR rate-limited`) for a while. An attempt waiting out its nickname's delay gives
+//!   its address's turn back meanwhile, still counted as if it had failed.
 //! - An attempt is counted when its turn comes, before its password is hashed; only a
 //!   success takes the count back. A `server-busy` answer, a dropped connection or a login
 //!   timeout in the middle of a check therefore count as failures.
@@ -273,7 +274,17 @@ impl LoginThrottle {
             nick_turn: None,
             resolved: false,
         };
-        tokio::time::sleep(nick_wait).await;
+        // Someone guessing this nickname elsewhere can make its owner wait, but must not
+        // stall every login from the owner's address (an office behind one NAT) behind that
+        // wait: the address's turn is given back meanwhile. The attempt stays counted, so
+        // the address's other attempts see it, as they would a failure.
+        if !nick_wait.is_zero() {
+            drop(attempt.address_turn.take());
+            tokio::time::sleep(nick_wait).await;
+            attempt.address_turn = Some(self.take_turn(Key::Address(address)).await);
+        }
+        // Always the address's turn, then the nickname's: two checks never each hold the
+        // turn the other waits for.
         attempt.nick_turn = Some(self.take_turn(Key::Nick(attempt.nick.clone())).await);
         Ok(attempt)
     }
