@@ -480,6 +480,83 @@ mod tests {
         );
     }
 
+    /// An address whose refusal has just run out gets one check, and is refused again
+    /// once that fails, however many attempts it has waiting. Attempts whose nickname
+    /// has a delay to wait out (someone else guessing it keeps it there) must not all
+    /// slip past the address's count meanwhile.
+    #[tokio::test]
+    async fn an_address_past_its_refusal_gets_one_check_even_at_a_busy_nickname() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let t = Arc::new(LoginThrottle::new(ThrottleSettings {
+            base_delay: Duration::from_millis(1),
+            max_address_delay: Duration::from_millis(500),
+            max_account_delay: Duration::from_millis(200),
+            refuse_after: 10,
+            forget_after: Duration::from_secs(600),
+        }));
+        let now = Instant::now();
+        let long_ago = now.checked_sub(Duration::from_millis(600)).unwrap();
+        for _ in 0..10 {
+            fail(&t, "192.0.2.9", "alice", long_ago);
+        }
+        // Another address's attempt at alice is in progress: alice has a delay to wait out.
+        t.reserve(&mut t.lock(), &address("198.51.100.1"), "alice", now);
+        let checked = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (t, checked) = (t.clone(), checked.clone());
+            tasks.push(tokio::spawn(async move {
+                let Ok(attempt) = t.begin("192.0.2.9".parse().unwrap(), "alice").await else {
+                    return;
+                };
+                checked.fetch_add(1, SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(attempt);
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            checked.load(SeqCst),
+            1,
+            "password checks from a refused address"
+        );
+    }
+
+    /// Someone guessing alice elsewhere keeps her nickname's turn busy (a check waiting
+    /// for a hashing slot can take seconds). Alice's own attempt waits for that turn, but
+    /// bob, logging in from alice's office address, must not wait behind her.
+    #[tokio::test]
+    async fn waiting_for_a_busy_nicknames_turn_does_not_hold_up_its_address() {
+        let t = Arc::new(throttle());
+        let guess = t.begin("198.51.100.1".parse().unwrap(), "alice").await;
+        let office_alice = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let attempt = t.begin("192.0.2.50".parse().unwrap(), "alice").await;
+                drop(attempt);
+            })
+        };
+        // Alice's attempt has been counted and is waiting for her nickname.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !t.lock().turns.contains_key(&Key::Nick("alice".into()))
+            || Arc::strong_count(&t.lock().turns[&Key::Nick("alice".into())]) < 3
+        {
+            assert!(Instant::now() < deadline, "alice's attempt never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let bob = tokio::time::timeout(
+            Duration::from_secs(2),
+            t.begin("192.0.2.50".parse().unwrap(), "bob"),
+        )
+        .await;
+        assert!(bob.is_ok(), "bob waited for someone else's guess at alice");
+        drop(bob);
+        drop(guess);
+        office_alice.await.unwrap();
+    }
+
     /// Thirty attempts at once from one address: checked one at a time, each counted, and
     /// the address refused after the limit. Real time, with waits of a millisecond.
     #[tokio::test]
