@@ -643,6 +643,27 @@ fn chat_admin_creates_the_database_0600_whatever_the_umask() {
     assert_eq!(mode(&db), 0o600, "it holds password hashes");
 }
 
+/// An empty file made beforehand (`touch chat.db`, mode 0644) becomes the database: it is
+/// made private before anything is written into it.
+#[test]
+fn an_empty_file_made_beforehand_becomes_a_private_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = admin_with_umask(
+        &db,
+        "022",
+        &["--create", "adduser", "alice", "--password-stdin"],
+        Some("password-one\n"),
+    );
+    assert_success(&run);
+    for file in database_files(&db).into_iter().filter(|file| file.exists()) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
 #[tokio::test]
 async fn the_server_creates_the_database_and_its_wal_and_shm_0600_whatever_the_umask() {
     let files = common::ServerFiles::new();

@@ -72,8 +72,15 @@ pub struct LoginThrottle {
 }
 
 /// One address's or one nickname's turns: a single permit, handed out first come, first
-/// served.
-type TurnLock = Arc<Semaphore>;
+/// served, and how many attempts hold or await it.
+#[derive(Debug)]
+struct TurnEntry {
+    permits: Arc<Semaphore>,
+    /// Counted under the table's mutex when an attempt starts waiting, and given back by
+    /// its [`Turn`] guard however it ends (held, or dropped while still waiting), so an
+    /// entry goes exactly when nobody needs it.
+    users: usize,
+}
 
 #[derive(Debug)]
 struct Table {
@@ -81,7 +88,7 @@ struct Table {
     sweep_at: usize,
     /// Turns taken or waited for; an entry goes when nobody holds or awaits it, so the map
     /// is no larger than the checks in progress.
-    turns: HashMap<Key, TurnLock>,
+    turns: HashMap<Key, TurnEntry>,
 }
 
 /// Nicknames are at most 32 characters; anything longer is cut so keys stay small.
@@ -162,9 +169,9 @@ impl LoginThrottle {
         not_before.saturating_duration_since(now)
     }
 
-    /// Counts the attempt before it is checked. The address's `last` moves only when the
-    /// attempt turns out a failure, so a success leaves the address's other failures as
-    /// they were.
+    /// Counts the attempt before it is checked, as a failure until a success takes it
+    /// back: the address's other attempts meanwhile meet its waits and its refusal window
+    /// as they would after a failure now.
     fn reserve(&self, table: &mut Table, address: &AddressKey, nick: &str, now: Instant) {
         let forget_after = self.settings.forget_after;
         if table.failures.len() >= table.sweep_at {
@@ -173,26 +180,20 @@ impl LoginThrottle {
                 .retain(|_, f| now.saturating_duration_since(f.last) < forget_after);
             table.sweep_at = (table.failures.len() * 2).max(1024);
         }
-        let keys = [
-            (Key::Address(*address), false),
-            (Key::Nick(nick.to_owned()), true),
-            (Key::Pair(*address, nick.to_owned()), true),
-        ];
-        for (key, touch) in keys {
+        for key in [
+            Key::Address(*address),
+            Key::Nick(nick.to_owned()),
+            Key::Pair(*address, nick.to_owned()),
+        ] {
             let entry = table.failures.entry(key).or_insert(Failures {
                 count: 0,
                 last: now,
             });
             if now.saturating_duration_since(entry.last) >= forget_after {
-                *entry = Failures {
-                    count: 0,
-                    last: now,
-                };
+                entry.count = 0;
             }
             entry.count = entry.count.saturating_add(1);
-            if touch {
-                entry.last = now;
-            }
+            entry.last = now;
         }
     }
 
@@ -223,21 +224,45 @@ impl LoginThrottle {
     }
 
     async fn take_turn(&self, key: Key) -> Turn<'_> {
-        let turns = self
-            .lock()
-            .turns
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(1)))
-            .clone();
-        let permit = turns
-            .acquire_owned()
-            .await
-            .expect("a turn's semaphore is never closed");
-        Turn {
+        let permits = {
+            let mut table = self.lock();
+            let entry = table.turns.entry(key.clone()).or_insert_with(|| TurnEntry {
+                permits: Arc::new(Semaphore::new(1)),
+                users: 0,
+            });
+            entry.users += 1;
+            entry.permits.clone()
+        };
+        // Counted as a user from here: if this future is dropped while waiting, the guard
+        // gives that back.
+        let mut turn = Turn {
+            throttle: self,
+            key,
+            permit: None,
+        };
+        turn.permit = Some(
+            permits
+                .acquire_owned()
+                .await
+                .expect("a turn's semaphore is never closed"),
+        );
+        turn
+    }
+
+    /// The turn, if nobody holds or awaits it now; never waits.
+    fn try_take_turn(&self, key: Key) -> Option<Turn<'_>> {
+        let mut table = self.lock();
+        let entry = table.turns.entry(key.clone()).or_insert_with(|| TurnEntry {
+            permits: Arc::new(Semaphore::new(1)),
+            users: 0,
+        });
+        let permit = entry.permits.clone().try_acquire_owned().ok()?;
+        entry.users += 1;
+        Some(Turn {
             throttle: self,
             key,
             permit: Some(permit),
-        }
+        })
     }
 
     /// Waits for this address's turn and for its failures' delay, counts the attempt, waits
@@ -274,18 +299,25 @@ impl LoginThrottle {
             nick_turn: None,
             resolved: false,
         };
-        // Someone guessing this nickname elsewhere can make its owner wait, but must not
-        // stall every login from the owner's address (an office behind one NAT) behind that
-        // wait: the address's turn is given back meanwhile. The attempt stays counted, so
-        // the address's other attempts see it, as they would a failure.
-        if !nick_wait.is_zero() {
-            drop(attempt.address_turn.take());
-            tokio::time::sleep(nick_wait).await;
-            attempt.address_turn = Some(self.take_turn(Key::Address(address)).await);
+        // The usual case: nobody is checking or waiting for this nickname, so the check
+        // goes on at once with both turns.
+        if nick_wait.is_zero() {
+            if let Some(turn) = self.try_take_turn(Key::Nick(attempt.nick.clone())) {
+                attempt.nick_turn = Some(turn);
+                return Ok(attempt);
+            }
         }
-        // Always the address's turn, then the nickname's: two checks never each hold the
-        // turn the other waits for.
+        // The nickname is busy or being slowed down: someone may be guessing it elsewhere.
+        // Its owner may have to wait, but must not hold up every login from the owner's
+        // address (an office behind one NAT) meanwhile, so the address's turn is given back
+        // and taken again only once the nickname's turn is this attempt's. The attempt
+        // stays counted, so the address's other attempts see it as they would a failure.
+        // Nobody ever waits for a nickname's turn while holding an address's, so taking
+        // them in this order cannot deadlock with an attempt that holds both.
+        drop(attempt.address_turn.take());
+        tokio::time::sleep(nick_wait).await;
         attempt.nick_turn = Some(self.take_turn(Key::Nick(attempt.nick.clone())).await);
+        attempt.address_turn = Some(self.take_turn(Key::Address(address)).await);
         Ok(attempt)
     }
 }
@@ -301,13 +333,11 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         drop(self.permit.take());
         let mut table = self.throttle.lock();
-        // Waiters clone the semaphore under this same mutex, so a count of one is final.
-        if table
-            .turns
-            .get(&self.key)
-            .is_some_and(|turns| Arc::strong_count(turns) == 1)
-        {
-            table.turns.remove(&self.key);
+        if let Some(entry) = table.turns.get_mut(&self.key) {
+            entry.users -= 1;
+            if entry.users == 0 {
+                table.turns.remove(&self.key);
+            }
         }
     }
 }
@@ -480,6 +510,33 @@ mod tests {
         );
     }
 
+    /// A turn awaited by an attempt whose connection went away (its future dropped while
+    /// waiting) is forgotten with the rest: nicknames are the attacker's to choose, so a
+    /// leftover entry per abandoned wait would grow the table without bound.
+    #[tokio::test]
+    async fn a_turn_awaited_by_an_abandoned_attempt_is_forgotten() {
+        let t = Arc::new(throttle());
+        let key = Key::Nick("alice".into());
+        let holder = t.take_turn(key.clone()).await;
+        let waiter = {
+            let (t, key) = (t.clone(), key.clone());
+            tokio::spawn(async move {
+                let _turn = t.take_turn(key).await;
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.lock().turns.get(&key).is_none_or(|entry| entry.users < 2) {
+            assert!(Instant::now() < deadline, "the waiter never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The holder lets go while the waiter is still queued; the waiter is dropped
+        // before it runs again (a test runtime runs one task at a time).
+        drop(holder);
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        assert!(t.lock().turns.is_empty(), "{:?}", t.lock().turns);
+    }
+
     /// An address whose refusal has just run out gets one check, and is refused again
     /// once that fails, however many attempts it has waiting. Attempts whose nickname
     /// has a delay to wait out (someone else guessing it keeps it there) must not all
@@ -540,8 +597,11 @@ mod tests {
         };
         // Alice's attempt has been counted and is waiting for her nickname.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !t.lock().turns.contains_key(&Key::Nick("alice".into()))
-            || Arc::strong_count(&t.lock().turns[&Key::Nick("alice".into())]) < 3
+        while t
+            .lock()
+            .turns
+            .get(&Key::Nick("alice".into()))
+            .is_none_or(|entry| entry.users < 2)
         {
             assert!(Instant::now() < deadline, "alice's attempt never queued");
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -121,6 +121,19 @@ pub(super) fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Makes an empty file about to become a tlschat database (one made with `touch`, say)
+/// private: the database, and the `-wal` and `-shm` SQLite gives the same mode, will hold
+/// password hashes.
+pub(super) fn make_blank_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| file_error(path, "cannot make private the database", source))?;
+    }
+    Ok(())
+}
+
 pub(super) fn file_error(path: &Path, what: &'static str, source: std::io::Error) -> StoreError {
     StoreError::File {
         what,

@@ -189,6 +189,7 @@ impl Store {
                 OpenMode::Existing | OpenMode::ReadOnly,
             ) => return Err(StoreError::Missing(path.to_owned())),
             (file::DbFile::Missing, OpenMode::Create) => file::create_private(path)?,
+            (file::DbFile::Blank, OpenMode::Create) => file::make_blank_private(path)?,
             (file::DbFile::Tlschat { pending }, OpenMode::ReadOnly) if pending > 0 => {
                 return Err(StoreError::NeedsUpgrade {
                     path: path.to_owned(),
