@@ -16,6 +16,8 @@ use crate::store::{AccountId, OnlineAccount, Store, HEARTBEAT_EVERY};
 const EVENT_POLL: Duration = Duration::from_millis(500);
 /// How often old history, used codes and old events are swept away.
 const SWEEP: Duration = Duration::from_secs(3600);
+/// How often the history of rooms nobody is in any more is deleted.
+const FORGET_ROOMS: Duration = Duration::from_secs(60);
 /// Rows one retention transaction deletes.
 const DELETE_BATCH: u32 = 1000;
 const DAY_MILLIS: i64 = 24 * 3600 * 1000;
@@ -135,45 +137,66 @@ fn presence_changes(
     (changed, gone)
 }
 
-/// Every hour (and soon after start): deletes messages older than `history_days` (when it
-/// is not 0) in small batches, and forgets expired codes and old account events.
+/// Every minute, deletes the history of rooms whose last member left, in small batches;
+/// every hour (and soon after start), deletes messages older than `history_days` (when it
+/// is not 0) and forgets expired codes and old account events.
 pub(super) async fn sweep_regularly(store: Store, history_days: u32, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(SWEEP);
+    let mut tick = tokio::time::interval(FORGET_ROOMS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let ticks_per_sweep = (SWEEP.as_secs() / FORGET_ROOMS.as_secs()).max(1);
+    for ticks in 0u64.. {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
+        }
+        delete_in_batches(
+            || store.forget_emptied_rooms(DELETE_BATCH),
+            "the history of rooms nobody is in",
+            &stop,
+        )
+        .await;
+        if ticks % ticks_per_sweep != 0 {
+            continue;
         }
         if let Err(error) = store.prune_account_records(now_millis() - DAY_MILLIS).await {
             tracing::warn!(%error, "cannot forget expired codes and old account events");
         }
         if history_days > 0 {
             let before = now_millis() - i64::from(history_days) * DAY_MILLIS;
-            prune_history(&store, before, &stop).await;
+            delete_in_batches(
+                || store.delete_messages_before(before, DELETE_BATCH),
+                "messages older than the history retention",
+                &stop,
+            )
+            .await;
         }
     }
 }
 
-async fn prune_history(store: &Store, before: i64, stop: &CancellationToken) {
+/// Runs `batch` until it deletes nothing, pausing between batches so that the writer is the
+/// chat's again; logs what went once at the end.
+async fn delete_in_batches<F, Fut>(mut batch: F, what: &'static str, stop: &CancellationToken)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,
+{
     let mut deleted = 0;
     loop {
-        match store.delete_messages_before(before, DELETE_BATCH).await {
+        match batch().await {
             Ok(0) => break,
             Ok(count) => deleted += count,
             Err(error) => {
-                tracing::warn!(%error, "cannot delete old history; trying again in an hour");
+                tracing::warn!(%error, "cannot delete {what}; trying again later");
                 break;
             }
         }
-        // Between batches the writer is the chat's again.
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
             () = stop.cancelled() => break,
         }
     }
     if deleted > 0 {
-        tracing::info!(deleted, "deleted messages older than the history retention");
+        tracing::info!(deleted, "deleted {what}");
     }
 }
 

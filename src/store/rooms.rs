@@ -69,12 +69,44 @@ impl Store {
     ) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT r.name, (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.id)
-             FROM rooms r WHERE r.name > ? ORDER BY r.name LIMIT ?",
+             FROM rooms r WHERE r.name > ? AND r.name < '~' ORDER BY r.name LIMIT ?",
         )
         .bind(after.map_or("", RoomName::as_str))
         .bind(limit)
         .fetch_all(&self.reader)
         .await?)
+    }
+
+    /// Deletes up to `limit` messages of rooms set aside when their last member left (named
+    /// `~ID` by the `forget_empty_rooms` trigger), and once none are left, those rooms.
+    /// Returns how many rows went; 0 when there is nothing left to forget.
+    pub async fn forget_emptied_rooms(&self, limit: u32) -> Result<u64, StoreError> {
+        self.write(|mut conn| async move {
+            let result = async {
+                let messages = sqlx::query(
+                    "DELETE FROM messages WHERE id IN
+                     (SELECT m.id FROM rooms r JOIN messages m ON m.room_id = r.id
+                      WHERE r.name >= '~' LIMIT ?)",
+                )
+                .bind(limit)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if messages > 0 {
+                    return Ok(messages);
+                }
+                Ok(sqlx::query(
+                    "DELETE FROM rooms WHERE name >= '~'
+                     AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.room_id = rooms.id)",
+                )
+                .execute(&mut *conn)
+                .await?
+                .rows_affected())
+            }
+            .await;
+            (conn, result)
+        })
+        .await
     }
 
     /// The stored members of a room, by nickname.
@@ -138,4 +170,75 @@ async fn insert_membership(
     .await?;
     tx.commit().await?;
     Ok(Ok(room_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Nick;
+    use crate::store::{NewMessage, Recipient};
+
+    /// The last part only sets the room aside (its name free at once, nothing deleted in
+    /// the part's write); its history goes later, in batches, and the room with it.
+    #[tokio::test]
+    async fn an_emptied_room_is_set_aside_then_forgotten_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("chat.db")).await.unwrap();
+        let alice = store
+            .create_account(&Nick::parse("alice").unwrap(), "hash")
+            .await
+            .unwrap();
+        let spam = RoomName::parse("#spam").unwrap();
+        let room = store.join_room(alice, &spam, 20).await.unwrap().unwrap();
+        let said: Vec<NewMessage> = (0..25)
+            .map(|i| NewMessage {
+                time: now_millis(),
+                sender_id: alice,
+                sender_nick: "alice".into(),
+                recipient: Recipient::Room {
+                    id: room,
+                    name: "#spam".into(),
+                },
+                text: format!("message {i}"),
+            })
+            .collect();
+        store.insert_messages(&said).await.unwrap();
+
+        store.part_room(alice, room).await.unwrap();
+        assert_eq!(
+            store.find_room(&spam).await.unwrap(),
+            None,
+            "the name is free"
+        );
+        assert!(store
+            .rooms_page(None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(name, _)| name != "#spam" && !name.starts_with('~')));
+        let kept = store
+            .recent_messages(room, "#spam", 100, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 25, "nothing deleted inside the part");
+        // A new room of the same name is another room, with none of the old history.
+        let again = store.join_room(alice, &spam, 20).await.unwrap().unwrap();
+        assert_ne!(again, room);
+
+        let mut batches = Vec::new();
+        loop {
+            match store.forget_emptied_rooms(10).await.unwrap() {
+                0 => break,
+                rows => batches.push(rows),
+            }
+        }
+        assert_eq!(batches, [10, 10, 5, 1], "25 messages by 10, then the room");
+        let left = store
+            .recent_messages(room, "#spam", 100, i64::MAX)
+            .await
+            .unwrap();
+        assert!(left.is_empty());
+        assert_eq!(store.find_room(&spam).await.unwrap(), Some(again));
+        store.close().await;
+    }
 }

@@ -159,6 +159,7 @@ impl Store {
             "SELECT r.name, COUNT(m.account_id) AS members, COUNT(o.account_id) AS online
              FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id
              LEFT JOIN online o ON o.account_id = m.account_id
+             WHERE r.name < '~'
              GROUP BY r.id ORDER BY r.name",
         )
         .fetch_all(&mut *tx)
