@@ -736,3 +736,38 @@ async fn a_hub_that_panics_ends_the_process_with_a_failure_status() {
         "{log:#?}"
     );
 }
+
+// ---- errors that say what failed -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_failure_during_login_is_logged_as_the_database_not_as_hashing() {
+    let files = ServerFiles::new();
+    files.add_user(ALICE.0, ALICE.1).await;
+    let server = ServerProcess::spawn(&files, &[]);
+    // Another process renames a table the login reads: a real database error, and one that
+    // can be undone.
+    let mut conn = raw_connection(&files.db()).await;
+    sqlx::query("ALTER TABLE invites RENAME TO invites_away")
+        .execute(&mut conn)
+        .await
+        .expect("rename invites");
+
+    let mut alice = TestClient::connect(&server.server(), files.client_tls()).await;
+    alice.answer_prompts(ALICE.0, ALICE.1).await;
+    alice.expect("ERR server-busy ").await;
+    let line = tokio::task::block_in_place(|| server.wait_for_log("login check failed", WAIT));
+    assert!(
+        line.contains("cannot read the account from the database: ")
+            && line.contains("invites")
+            && !line.contains("hash"),
+        "{line}"
+    );
+
+    sqlx::query("ALTER TABLE invites_away RENAME TO invites")
+        .execute(&mut conn)
+        .await
+        .expect("rename invites back");
+    alice.answer_nick(ALICE.0).await;
+    alice.send(ALICE.1).await;
+    alice.expect(&format!("WELCOME {} ", ALICE.0)).await;
+}

@@ -161,7 +161,7 @@ pub async fn run(
     let passwords =
         tokio::task::spawn_blocking(move || Passwords::new(hash_concurrency, hash_wait))
             .await
-            .map_err(|e| AuthError::Hash(e.to_string()))??;
+            .map_err(|error| TaskEnded::of("password hasher start", Err(error)))??;
     let tracker = TaskTracker::new();
     let stop_hub = CancellationToken::new();
     let (hub, hub_task, presence) = hub::spawn(

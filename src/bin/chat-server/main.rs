@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
     let settings = match Settings::resolve(args).and_then(|s| check(&s).map(|()| s)) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("chat-server: {}", tlschat::report::chain(&error));
+            eprintln!("chat-server: {}", tlschat::report::chain(&*error));
             return ExitCode::FAILURE;
         }
     };
@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
     match serve(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat-server: {}", tlschat::report::chain(&error));
+            eprintln!("chat-server: {}", tlschat::report::chain(&*error));
             ExitCode::FAILURE
         }
     }
