@@ -22,7 +22,14 @@ pub enum AuthError {
     #[error("too many logins in progress")]
     Busy,
     #[error("password hashing failed: {0}")]
-    Hash(String),
+    Hash(argon2::password_hash::Error),
+    #[error("cannot start the password hashing threads: {0}")]
+    StartThreads(std::io::Error),
+    #[error("the password hashing threads have stopped")]
+    ThreadsStopped,
+    /// The job panicked on its hashing thread (the thread itself lives on).
+    #[error("a password hash failed on its thread")]
+    JobFailed,
 }
 
 /// The hasher every account uses. Verification reads the parameters from each PHC string, so
@@ -77,7 +84,7 @@ fn ours_block_count() -> usize {
 
 /// Hashes on the calling thread; for `chat-admin` and for the async wrapper below.
 pub fn hash_password_blocking(password: &str) -> Result<String, AuthError> {
-    let failed = |e: argon2::password_hash::Error| AuthError::Hash(e.to_string());
+    let failed = AuthError::Hash;
     let salt = SaltString::generate(&mut OsRng);
     let argon = argon2();
     let mut salt_bytes = [0u8; 64];
@@ -239,8 +246,7 @@ impl Passwords {
     pub fn new(max_in_flight: usize, max_wait: Duration) -> Result<Self, AuthError> {
         let dummy = hash_password_blocking("no account has this password, it only burns time")?;
         let threads = max_in_flight.max(1);
-        let jobs = start_hashing_threads(threads)
-            .map_err(|e| AuthError::Hash(format!("cannot start hashing threads: {e}")))?;
+        let jobs = start_hashing_threads(threads).map_err(AuthError::StartThreads)?;
         Ok(Self {
             jobs,
             // One job waits queued behind each running one, so a thread that finishes a hash
@@ -283,12 +289,8 @@ impl Passwords {
             let _permit = permit;
             let _ = answer.send(work());
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| AuthError::Hash("the hashing threads stopped".into()))?;
-        answered
-            .await
-            .map_err(|_| AuthError::Hash("a hashing thread failed".into()))
+        self.jobs.send(job).map_err(|_| AuthError::ThreadsStopped)?;
+        answered.await.map_err(|_| AuthError::JobFailed)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Faults around the server, with real parts only: a database another process keeps locked,
-//! a database file that stops taking writes, `chat-admin` writing while the chat is busy, and
-//! a shutdown while one peer has stopped reading.
+//! a database file that stops taking writes, `chat-admin` writing while the chat is busy,
+//! a shutdown while one peer has stopped reading, and a hub that dies.
 
 mod common;
 
@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 use tlschat::client::{self, LineReader, LineWriter};
 use tlschat::protocol::{ServerLine, StoredMessage};
+use tlschat::server::fault::HUB_PANIC;
+use tlschat::server::ServerError;
 
 const ALICE: (&str, &str) = ("alice", "alice password");
 const BOB: (&str, &str) = ("bob", "bob password");
@@ -671,4 +673,101 @@ async fn shutdown_with_a_stalled_reader_ends_within_the_grace_period() {
     server.wait_for_log("shutdown complete", Duration::from_secs(10));
     server.wait_for_log("grace period", Duration::from_secs(1));
     drop(stalled);
+}
+
+// ---- tasks the server cannot live without ---------------------------------------------------
+
+/// What a bystander reads after the hub died: the rest of the lines, then the close.
+async fn goodbye_after_the_hub_died(bob: &mut TestClient) {
+    let rest = bob.expect_closed().await;
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("BYE server-shutdown"),
+        "{rest:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hub_that_panics_ends_the_server_with_an_error_naming_it() {
+    let server = TestServer::start().await;
+    for (nick, password) in [ALICE, BOB] {
+        server.add_user(nick, password).await;
+    }
+    let mut alice = server.login(ALICE.0, ALICE.1).await;
+    let mut bob = server.login(BOB.0, BOB.1).await;
+    let addr = server.addr;
+
+    alice.send(HUB_PANIC).await;
+    goodbye_after_the_hub_died(&mut bob).await;
+    let error = server.ended().await.expect_err("run reports the hub's end");
+    let ServerError::TaskEnded(ended) = &error else {
+        panic!("not a task's end: {error}");
+    };
+    assert_eq!(ended.task, "hub");
+    assert_eq!(
+        error.to_string(),
+        "the hub task panicked: injected fault: a test told the hub to panic"
+    );
+    // No zombie: nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_panics_ends_the_process_with_a_failure_status() {
+    let files = ServerFiles::new();
+    for (nick, password) in [ALICE, BOB] {
+        files.add_user(nick, password).await;
+    }
+    let mut server = ServerProcess::spawn(&files, &[]);
+    let mut alice = TestClient::connect(&server.server(), files.client_tls()).await;
+    alice.login(ALICE.0, ALICE.1).await;
+    let mut bob = TestClient::connect(&server.server(), files.client_tls()).await;
+    bob.login(BOB.0, BOB.1).await;
+
+    alice.send(HUB_PANIC).await;
+    goodbye_after_the_hub_died(&mut bob).await;
+    let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(30)));
+    assert_eq!(status.code(), Some(1), "{:#?}", server.log.lock().unwrap());
+    let reason = "the hub task panicked: injected fault: a test told the hub to panic";
+    let log = server.log.lock().unwrap();
+    assert!(
+        log.iter()
+            .any(|line| line.starts_with("chat-server: ") && line.ends_with(reason)),
+        "{log:#?}"
+    );
+}
+
+// ---- errors that say what failed -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_failure_during_login_is_logged_as_the_database_not_as_hashing() {
+    let files = ServerFiles::new();
+    files.add_user(ALICE.0, ALICE.1).await;
+    let server = ServerProcess::spawn(&files, &[]);
+    // Another process renames a table the login reads: a real database error, and one that
+    // can be undone.
+    let mut conn = raw_connection(&files.db()).await;
+    sqlx::query("ALTER TABLE invites RENAME TO invites_away")
+        .execute(&mut conn)
+        .await
+        .expect("rename invites");
+
+    let mut alice = TestClient::connect(&server.server(), files.client_tls()).await;
+    alice.answer_prompts(ALICE.0, ALICE.1).await;
+    alice.expect("ERR server-busy ").await;
+    let line = tokio::task::block_in_place(|| server.wait_for_log("login check failed", WAIT));
+    assert!(
+        line.contains("cannot read the account from the database: ")
+            && line.contains("invites")
+            && !line.contains("hash"),
+        "{line}"
+    );
+
+    sqlx::query("ALTER TABLE invites_away RENAME TO invites")
+        .execute(&mut conn)
+        .await
+        .expect("rename invites back");
+    alice.answer_nick(ALICE.0).await;
+    alice.send(ALICE.1).await;
+    alice.expect(&format!("WELCOME {} ", ALICE.0)).await;
 }

@@ -179,7 +179,7 @@ async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat-admin: {}", tlschat::report::chain(&error));
+            eprintln!("chat-admin: {}", tlschat::report::chain(&*error));
             ExitCode::FAILURE
         }
     }

@@ -87,7 +87,7 @@ async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("chat: {}", tlschat::report::chain(&error));
+            eprintln!("chat: {}", tlschat::report::chain(&*error));
             ExitCode::FAILURE
         }
     }

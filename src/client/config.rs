@@ -11,7 +11,6 @@
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::Context;
 use directories::{BaseDirs, ProjectDirs};
 use serde::Deserialize;
 
@@ -48,21 +47,42 @@ pub struct FileConfig {
     pub ca: Option<PathBuf>,
 }
 
+/// Why the config file could not be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read {}: {error}", .path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("invalid config file {}: {error}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        error: Box<toml::de::Error>,
+    },
+    #[error("{}: cannot expand {}: no home folder", .path.display(), .ca.display())]
+    NoHome { path: PathBuf, ca: PathBuf },
+}
+
 /// Reads the config file at `path`. A missing file is an empty config unless `must_exist`
 /// (the user named the file with `--config`). A syntax error or an unknown key is an error
 /// that names the file, the line and the key.
-pub fn load(path: &Path, must_exist: bool) -> anyhow::Result<FileConfig> {
+pub fn load(path: &Path, must_exist: bool) -> Result<FileConfig, ConfigFileError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound && !must_exist => {
             return Ok(FileConfig::default());
         }
         Err(error) => {
-            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            let path = path.to_owned();
+            return Err(ConfigFileError::Read { path, error });
         }
     };
-    let mut config: FileConfig = toml::from_str(&text)
-        .map_err(|error| anyhow::anyhow!("invalid config file {}: {error}", path.display()))?;
+    let mut config: FileConfig =
+        toml::from_str(&text).map_err(|error| ConfigFileError::Invalid {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })?;
     if let Some(ca) = config.ca.take() {
         config.ca = Some(resolve(&ca, path)?);
     }
@@ -71,15 +91,12 @@ pub fn load(path: &Path, must_exist: bool) -> anyhow::Result<FileConfig> {
 
 /// Expands a leading `~/` to the home folder and makes a relative path relative to the
 /// folder of the config file at `config_path`, not to the current folder.
-fn resolve(ca: &Path, config_path: &Path) -> anyhow::Result<PathBuf> {
+fn resolve(ca: &Path, config_path: &Path) -> Result<PathBuf, ConfigFileError> {
     let mut components = ca.components();
     if components.next() == Some(Component::Normal(OsStr::new("~"))) {
-        let dirs = BaseDirs::new().with_context(|| {
-            format!(
-                "{}: cannot expand {}: no home folder",
-                config_path.display(),
-                ca.display()
-            )
+        let dirs = BaseDirs::new().ok_or_else(|| ConfigFileError::NoHome {
+            path: config_path.to_owned(),
+            ca: ca.to_owned(),
         })?;
         return Ok(dirs.home_dir().join(components.as_path()));
     }

@@ -1,5 +1,7 @@
 //! Background tasks between the hub and the store: account events in, presence out, old
-//! history away. Each runs until `stop`, and none of them is on a message's path.
+//! history away. Each runs until `stop`, and none of them is on a message's path. None ends
+//! before `stop`, not even when the hub is gone: the server treats an earlier end as a
+//! failure of that task, and the hub's own end is the failure to report.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -55,7 +57,7 @@ pub(super) async fn forward_account_events(store: Store, hub: HubHandle, stop: C
         for event in events {
             seen = Some(event.id);
             if !hub.send(Request::Account(event)).await {
-                return;
+                return stop.cancelled().await;
             }
         }
     }
@@ -82,6 +84,7 @@ pub(super) async fn publish_status(
             () = stop.cancelled() => break,
             changed = presence.changed() => {
                 if changed.is_err() {
+                    stop.cancelled().await;
                     break;
                 }
                 heartbeat.reset();

@@ -342,6 +342,10 @@ impl Hub {
     }
 
     async fn handle(&mut self, request: Request) {
+        #[cfg(feature = "fault-injection")]
+        if matches!(&request, Request::Say { text, .. } if text == super::fault::HUB_PANIC) {
+            panic!("injected fault: a test told the hub to panic");
+        }
         match request {
             Request::Say {
                 session,

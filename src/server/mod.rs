@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +19,8 @@ use crate::auth::{AuthError, Passwords};
 use crate::config::Config;
 use crate::store::Store;
 
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod flood;
 mod housekeeping;
 mod hub;
@@ -36,13 +39,90 @@ use hub::{HubHandle, SessionId};
 use log_limit::LogLimit;
 use session::Session;
 
-/// Why the server could not start.
+/// Why the server could not start, or why it stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    TaskEnded(#[from] TaskEnded),
+}
+
+/// A task the server cannot live without ended while the server was running. None of them
+/// ends on an error it can retry, so this is a bug; the server shuts down and reports it,
+/// and the process manager's restart is the recovery.
+#[derive(Debug, thiserror::Error)]
+#[error("the {task} task {how}")]
+pub struct TaskEnded {
+    /// Which task, as the log names it.
+    pub task: &'static str,
+    how: String,
+    panicked: bool,
+}
+
+impl TaskEnded {
+    fn of(task: &'static str, result: Result<(), JoinError>) -> Self {
+        let (how, panicked) = match result {
+            Ok(()) => ("stopped unexpectedly".to_owned(), false),
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned());
+                match message {
+                    Some(message) => (format!("panicked: {message}"), true),
+                    None => ("panicked".to_owned(), true),
+                }
+            }
+            Err(_) => ("was cancelled".to_owned(), false),
+        };
+        Self {
+            task,
+            how,
+            panicked,
+        }
+    }
+}
+
+/// A task the server cannot live without, started outside [`run`] (the binary's certificate
+/// reloader). [`run`] watches it like its own and aborts it when it returns.
+#[derive(Debug)]
+pub struct EssentialTask {
+    name: &'static str,
+    handle: JoinHandle<()>,
+    /// One of the server's own, which ends when told to (after finishing what is queued);
+    /// one from outside runs until it is aborted.
+    own: bool,
+}
+
+impl EssentialTask {
+    /// `handle` is a task meant to run as long as the server; `name` is how the log names it.
+    pub fn new(name: &'static str, handle: JoinHandle<()>) -> Self {
+        Self {
+            name,
+            handle,
+            own: false,
+        }
+    }
+
+    fn own(name: &'static str, handle: JoinHandle<()>) -> Self {
+        Self {
+            name,
+            handle,
+            own: true,
+        }
+    }
+}
+
+/// Waits until the first of `tasks` ends, takes it out of the list and says how it ended.
+/// Polling a handle is cheap, so the list is polled afresh each time.
+async fn first_to_end(tasks: &mut Vec<EssentialTask>) -> TaskEnded {
+    let (result, index, _) =
+        futures_util::future::select_all(tasks.iter_mut().map(|task| &mut task.handle)).await;
+    TaskEnded::of(tasks.swap_remove(index).name, result)
 }
 
 /// State every connection task shares, read-only after start.
@@ -64,19 +144,24 @@ pub(crate) struct Shared {
 /// Serves TLS chat on `listener` until `shutdown` is cancelled, then says `BYE
 /// server-shutdown` to everyone, lets their queues drain for up to the grace period, and
 /// returns once every accepted message is stored.
+///
+/// If a task the server cannot live without ends first (the hub, a background task of its
+/// own or one of `essential`), it shuts down the same way, cancelling `shutdown`, and returns
+/// [`ServerError::TaskEnded`] naming the task and why.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     store: Store,
     config: Config,
     shutdown: CancellationToken,
+    essential: Vec<EssentialTask>,
 ) -> Result<(), ServerError> {
     config.validate().map_err(ServerError::Config)?;
     let (hash_concurrency, hash_wait) = (config.hash_concurrency, config.hash_wait);
     let passwords =
         tokio::task::spawn_blocking(move || Passwords::new(hash_concurrency, hash_wait))
             .await
-            .map_err(|e| AuthError::Hash(e.to_string()))??;
+            .map_err(|error| TaskEnded::of("password hasher start", Err(error)))??;
     let tracker = TaskTracker::new();
     let stop_hub = CancellationToken::new();
     let (hub, hub_task, presence) = hub::spawn(
@@ -86,28 +171,44 @@ pub async fn run(
         stop_hub.clone(),
         tracker.clone(),
     );
-    let checkpoints = tokio::spawn(checkpoint_regularly(store.clone(), stop_hub.clone()));
     let listen = listener
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
-    let background = [
-        tokio::spawn(housekeeping::forward_account_events(
-            store.clone(),
-            hub.clone(),
-            stop_hub.clone(),
-        )),
-        tokio::spawn(housekeeping::publish_status(
-            store.clone(),
-            presence,
-            listen,
-            stop_hub.clone(),
-        )),
-        tokio::spawn(housekeeping::sweep_regularly(
-            store.clone(),
-            config.history_days,
-            stop_hub.clone(),
-        )),
+    // Each of these ends only when `stop_hub` tells it to; see docs/ARCHITECTURE.md for why
+    // losing any one of them is worth a restart.
+    let mut tasks = vec![
+        EssentialTask::own("hub", hub_task),
+        EssentialTask::own(
+            "WAL checkpoint",
+            tokio::spawn(checkpoint_regularly(store.clone(), stop_hub.clone())),
+        ),
+        EssentialTask::own(
+            "account event",
+            tokio::spawn(housekeeping::forward_account_events(
+                store.clone(),
+                hub.clone(),
+                stop_hub.clone(),
+            )),
+        ),
+        EssentialTask::own(
+            "status",
+            tokio::spawn(housekeeping::publish_status(
+                store.clone(),
+                presence,
+                listen,
+                stop_hub.clone(),
+            )),
+        ),
+        EssentialTask::own(
+            "history retention",
+            tokio::spawn(housekeeping::sweep_regularly(
+                store.clone(),
+                config.history_days,
+                stop_hub.clone(),
+            )),
+        ),
     ];
+    tasks.extend(essential);
     let grace = config.shutdown_grace;
     let limits = ConnectionLimits::new(AddressLimitSettings {
         max_connections: config.max_connections,
@@ -133,10 +234,62 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
 
+    let mut failure = tokio::select! {
+        () = accept_connections(&listener, &limits, &tls, &shared, &tracker) => None,
+        ended = first_to_end(&mut tasks) => Some(ended),
+    };
+    match &failure {
+        Some(ended) => {
+            tracing::error!("{ended}; saying goodbye to every session and exiting");
+            shutdown.cancel();
+        }
+        None => tracing::info!("shutting down: saying goodbye to every session"),
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "some sessions did not finish within the grace period"
+        );
+    }
+    drop(shared);
+    stop_hub.cancel();
+    for task in tasks {
+        if !task.own {
+            task.handle.abort();
+        }
+        let result = task.handle.await;
+        if matches!(&result, Err(error) if error.is_panic())
+            && !failure.as_ref().is_some_and(|ended| ended.panicked)
+        {
+            let ended = TaskEnded::of(task.name, result);
+            tracing::error!("{ended}");
+            failure = Some(ended);
+        }
+    }
+    store.close().await;
+    match failure {
+        Some(ended) => Err(ended.into()),
+        None => {
+            tracing::info!("shutdown complete");
+            Ok(())
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` is cancelled (the token in `shared`).
+async fn accept_connections(
+    listener: &TcpListener,
+    limits: &ConnectionLimits,
+    tls: &Arc<rustls::ServerConfig>,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) {
     let mut next_session: SessionId = 0;
     loop {
         let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -165,25 +318,6 @@ pub async fn run(
             }
         }
     }
-    drop(listener);
-    tracing::info!("shutting down: saying goodbye to every session");
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "some sessions did not finish within the grace period"
-        );
-    }
-    drop(shared);
-    stop_hub.cancel();
-    let _ = hub_task.await;
-    let _ = checkpoints.await;
-    for task in background {
-        let _ = task.await;
-    }
-    store.close().await;
-    tracing::info!("shutdown complete");
-    Ok(())
 }
 
 /// Checkpoints the write-ahead log every second until `stop`, off the hub's path.
@@ -272,4 +406,30 @@ async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
     let mut sink = [0u8; 1024];
     let discard = async { while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(LINGER, discard).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_task_to_end_is_named_with_how_it_ended() {
+        let mut tasks = vec![
+            EssentialTask::new("lasting", tokio::spawn(std::future::pending())),
+            EssentialTask::new("returning", tokio::spawn(async {})),
+        ];
+        let ended = first_to_end(&mut tasks).await;
+        assert_eq!(ended.to_string(), "the returning task stopped unexpectedly");
+        assert!(!ended.panicked);
+        let panicking = tokio::spawn(async { panic!("{} message", "a formatted") });
+        tasks.push(EssentialTask::new("panicking", panicking));
+        let ended = first_to_end(&mut tasks).await;
+        assert_eq!(
+            ended.to_string(),
+            "the panicking task panicked: a formatted message"
+        );
+        assert!(ended.panicked);
+        assert_eq!(tasks.len(), 1);
+        tasks[0].handle.abort();
+    }
 }

@@ -19,7 +19,7 @@ use crate::protocol::{
     is_blank, now_millis, parse_command, ByeReason, Command, ErrorCode, LeaveReason, Nick,
     ServerLine, MAX_LOGIN_ATTEMPTS,
 };
-use crate::store::{AccountId, Role};
+use crate::store::{AccountId, Role, StoreError};
 
 const HELP: &[&str] = &[
     "Commands:",
@@ -73,6 +73,18 @@ struct LoggedIn {
     events_seen: i64,
     /// The password event this login wrote itself (with a one-time code).
     own_event: Option<i64>,
+}
+
+/// Why a password could not be checked or set: the hashing service, or the database it
+/// is checked against. Each says which, so a failing disk is not logged as hashing.
+#[derive(Debug, thiserror::Error)]
+enum PasswordError {
+    #[error(transparent)]
+    Hashing(#[from] AuthError),
+    #[error("cannot read the account from the database: {0}")]
+    ReadAccount(StoreError),
+    #[error("cannot store the new password in the database: {0}")]
+    StorePassword(StoreError),
 }
 
 /// What the password check found.
@@ -346,7 +358,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     attempt.succeeded();
                     return Some(checked);
                 }
-                Err(AuthError::Busy) => {
+                Err(PasswordError::Hashing(AuthError::Busy)) => {
                     drop(attempt);
                     if let Some(suppressed) = self.auth_log() {
                         tracing::warn!(peer = %self.peer, suppressed, "login answered server-busy: every hashing slot stayed busy");
@@ -375,14 +387,14 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
     /// Every outcome costs one password hash: unknown nicknames, accounts without a
     /// password yet, locked accounts and invite codes included.
-    async fn check_password(&self, nick: &str, password: String) -> Result<Checked, AuthError> {
+    async fn check_password(&self, nick: &str, password: String) -> Result<Checked, PasswordError> {
         let account = match Nick::parse(nick) {
             Ok(nick) => self
                 .shared
                 .store
                 .find_login(nick.as_str())
                 .await
-                .map_err(|e| AuthError::Hash(e.to_string()))?,
+                .map_err(PasswordError::ReadAccount)?,
             Err(_) => None,
         };
         let stored_hash = account
@@ -446,7 +458,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 .store
                 .redeem_invite(account, &code_hash, &hash)
                 .await
-                .map_err(|e| AuthError::Hash(e.to_string()))
+                .map_err(PasswordError::StorePassword)
         };
         let (error, bye) = match redeemed.await {
             Ok(Some(event)) => {
@@ -643,7 +655,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                         let _ = self.shared.hub.send(request).await;
                         return;
                     }
-                    Some(Err(error)) => self.password_change_unavailable(&error),
+                    Some(Err(error)) => self.password_change_unavailable(&error.into()),
                 }
             }
             Ok(None) => {
@@ -667,13 +679,13 @@ impl<R: AsyncRead + Unpin> Session<R> {
         &self,
         me: &LoggedIn,
         password: String,
-    ) -> Result<Option<String>, AuthError> {
+    ) -> Result<Option<String>, PasswordError> {
         let account = self
             .shared
             .store
             .find_account(&me.nick)
             .await
-            .map_err(|e| AuthError::Hash(e.to_string()))?;
+            .map_err(PasswordError::ReadAccount)?;
         let Some(account) = account.filter(|a| a.id == me.account) else {
             return Ok(None);
         };
@@ -688,9 +700,9 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
     /// The answer, and a line in the log within the shared budget, when a password change
     /// could not be checked or hashed.
-    fn password_change_unavailable(&self, error: &AuthError) -> ServerLine {
+    fn password_change_unavailable(&self, error: &PasswordError) -> ServerLine {
         match error {
-            AuthError::Busy => {
+            PasswordError::Hashing(AuthError::Busy) => {
                 if let Some(suppressed) = self.auth_log() {
                     tracing::warn!(peer = %self.peer, suppressed, "password change answered server-busy: every hashing slot stayed busy");
                 }
@@ -699,7 +711,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     "Too many password checks in progress; try again in a moment",
                 )
             }
-            AuthError::Hash(_) => {
+            _ => {
                 if let Some(suppressed) = self.auth_log() {
                     tracing::error!(%error, suppressed, "password change failed");
                 }

@@ -20,6 +20,7 @@ use tlschat::client::{self, LineReader, LineWriter};
 use tlschat::net::reload::CertReloader;
 use tlschat::net::{certs, tls};
 use tlschat::protocol::{Nick, ServerLine};
+use tlschat::server::ServerError;
 use tlschat::store::{Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
@@ -108,7 +109,7 @@ pub struct TestServer {
     pub files: ServerFiles,
     pub addr: SocketAddr,
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), ServerError>>,
 }
 
 impl TestServer {
@@ -158,11 +159,14 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            tlschat::server::run(listener, tls, store, config, token)
-                .await
-                .expect("server run");
-        });
+        let task = tokio::spawn(tlschat::server::run(
+            listener,
+            tls,
+            store,
+            config,
+            token,
+            Vec::new(),
+        ));
         Self {
             files,
             addr,
@@ -203,8 +207,18 @@ impl TestServer {
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("server stops within 30 s")
-            .expect("server task");
+            .expect("server task")
+            .expect("server run");
         self.files
+    }
+
+    /// Waits until the server ends by itself (a task it cannot live without ended), and
+    /// returns what `run` returned.
+    pub async fn ended(self) -> Result<(), ServerError> {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task")
     }
 
     /// Fails the test if the server task has ended (returned or panicked).

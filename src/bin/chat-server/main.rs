@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use tlschat::net::certs;
 use tlschat::net::reload::{self, CertReloader};
+use tlschat::server::EssentialTask;
 use tlschat::store::{Durability, Store, DEFAULT_BUSY_TIMEOUT};
 use tlschat::Config;
 
@@ -58,7 +59,7 @@ async fn main() -> ExitCode {
     let settings = match Settings::resolve(args).and_then(|s| check(&s).map(|()| s)) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("chat-server: {}", tlschat::report::chain(&error));
+            eprintln!("chat-server: {}", tlschat::report::chain(&*error));
             return ExitCode::FAILURE;
         }
     };
@@ -80,7 +81,7 @@ async fn main() -> ExitCode {
     match serve(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat-server: {}", tlschat::report::chain(&error));
+            eprintln!("chat-server: {}", tlschat::report::chain(&*error));
             ExitCode::FAILURE
         }
     }
@@ -149,11 +150,24 @@ async fn serve(args: Settings) -> anyhow::Result<()> {
     reloader.info().warn_if_expiring(&cert, chrono::Utc::now());
     let check_every =
         (args.cert_check_interval > 0).then(|| Duration::from_secs(args.cert_check_interval));
-    tokio::spawn(reloader.watch(check_every, reload_requests));
+    // Without it a renewed certificate would never be served and the old one would expire
+    // in service; a restart reads the files afresh, so it ends the server like the hub does.
+    let reloader = EssentialTask::new(
+        "certificate reloader",
+        tokio::spawn(reloader.watch(check_every, reload_requests)),
+    );
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tlschat::server::run(listener, tls_config, store, config, shutdown).await?;
+    tlschat::server::run(
+        listener,
+        tls_config,
+        store,
+        config,
+        shutdown,
+        vec![reloader],
+    )
+    .await?;
     Ok(())
 }
 

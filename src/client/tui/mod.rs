@@ -211,12 +211,13 @@ impl Drop for Screen {
     }
 }
 
-/// Runs the full-screen chat on a logged-in connection until the person quits.
+/// Runs the full-screen chat on a logged-in connection until the person quits. An error is
+/// the terminal's: the connection's are shown on the screen and retried.
 pub async fn run(
     account: Account,
     connection: Connection,
     welcome: ServerLine,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let (screen, mut terminal) = Screen::enter()?;
     let mut app = App::new(&account.server, &account.nick);
     app.apply(welcome, now_millis());
@@ -248,7 +249,7 @@ pub async fn run(
                     }
                     keys::on_events(&mut app, batch, now)
                 }
-                Some(Err(error)) => break Err(error.into()),
+                Some(Err(error)) => break Err(error),
                 None => vec![Action::Exit],
             },
             line = next_line(&mut connection) => match line {
