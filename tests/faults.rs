@@ -697,6 +697,7 @@ async fn a_hub_that_panics_ends_the_server_with_an_error_naming_it() {
     let mut bob = server.login(BOB.0, BOB.1).await;
     let addr = server.addr;
 
+    tlschat::server::fault::arm();
     alice.send(HUB_PANIC).await;
     goodbye_after_the_hub_died(&mut bob).await;
     let error = server.ended().await.expect_err("run reports the hub's end");
@@ -718,7 +719,7 @@ async fn a_hub_that_panics_ends_the_process_with_a_failure_status() {
     for (nick, password) in [ALICE, BOB] {
         files.add_user(nick, password).await;
     }
-    let mut server = ServerProcess::spawn(&files, &[]);
+    let mut server = ServerProcess::spawn_armed(&files);
     let mut alice = TestClient::connect(&server.server(), files.client_tls()).await;
     alice.login(ALICE.0, ALICE.1).await;
     let mut bob = TestClient::connect(&server.server(), files.client_tls()).await;
@@ -735,6 +736,22 @@ async fn a_hub_that_panics_ends_the_process_with_a_failure_status() {
             .any(|line| line.starts_with("chat-server: ") && line.ends_with(reason)),
         "{log:#?}"
     );
+}
+
+/// The `chat-server` that `cargo test` builds has the fault compiled in; unless armed, its
+/// text is a message like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unarmed_server_takes_the_fault_text_as_a_message() {
+    let files = ServerFiles::new();
+    files.add_user(ALICE.0, ALICE.1).await;
+    let server = ServerProcess::spawn(&files, &[]);
+    let mut alice = TestClient::connect(&server.server(), files.client_tls()).await;
+    alice.login(ALICE.0, ALICE.1).await;
+    alice.send(HUB_PANIC).await;
+    let echo = alice.expect("MSG #general ").await;
+    assert!(echo.ends_with(HUB_PANIC), "{echo}");
+    alice.send("still here").await;
+    assert!(alice.expect("MSG #general ").await.ends_with("still here"));
 }
 
 // ---- errors that say what failed -------------------------------------------------------------

@@ -445,6 +445,12 @@ impl ServerProcess {
         Self::spawn_after_shell(files, &format!("umask {umask}"), extra_args)
     }
 
+    /// Starts the server with its injectable faults armed (see `tlschat::server::fault`).
+    pub fn spawn_armed(files: &ServerFiles) -> Self {
+        let arm = format!("export {}=1", tlschat::server::fault::ARM_VARIABLE);
+        Self::spawn_after_shell(files, &arm, &[])
+    }
+
     /// Starts the server from a shell that first runs `setup` (which the server inherits).
     fn spawn_after_shell(files: &ServerFiles, setup: &str, extra_args: &[&str]) -> Self {
         let mut shell = Command::new("sh");

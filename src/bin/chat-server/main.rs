@@ -51,6 +51,10 @@ impl From<DurabilityArg> for Durability {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var_os(tlschat::server::fault::ARM_VARIABLE).is_some_and(|value| value == "1") {
+        tlschat::server::fault::arm();
+    }
     let cli = Cli::parse();
     let (checking, args) = match cli.command {
         Some(Command::CheckConfig(args)) => (true, args),
