@@ -265,14 +265,6 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
         })
         .await;
         tmux.keys(nick, &["M-1"]);
-        let screen = tmux
-            .wait_for(nick, "what was said in #general meanwhile", |s| {
-                // The oldest only the catch-up brings, the newest the login replay.
-                s.contains("away-01")
-                    && s.contains("said while you were away")
-                    && s.contains("#general>")
-            })
-            .await;
         let away: Vec<String> = (1..=AWAY_MESSAGES)
             .map(|n| format!("away-{n:02}"))
             .collect();
@@ -281,6 +273,20 @@ async fn two_people_chat_in_two_rooms_and_a_dm_and_survive_a_server_restart() {
             "hello from the terminal",
             "hi alice",
         ];
+        // The catch-up streams in while the screen is read, and a capture can catch a frame
+        // half drawn: wait for the finished picture (the oldest only the catch-up brings,
+        // the newest the login replay), then check it. A message lost or shown twice never
+        // gives that picture, and the wait fails with the screen.
+        let screen = tmux
+            .wait_for(nick, "what was said in #general meanwhile", |s| {
+                s.contains("#general>")
+                    && texts
+                        .iter()
+                        .copied()
+                        .chain(away.iter().map(String::as_str))
+                        .all(|text| occurrences(s, text) == 1)
+            })
+            .await;
         for text in texts.iter().copied().chain(away.iter().map(String::as_str)) {
             assert_eq!(
                 occurrences(&screen, text),
