@@ -83,37 +83,23 @@ pub struct Config {
 /// Room for the fields in front of a message's text in `MSG` and `HIST` lines.
 const LINE_OVERHEAD: usize = 256;
 
-/// A limit that does not work: which field, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigProblem {
-    /// The [`Config`] field (a program maps it to the name its users know).
-    pub field: &'static str,
-    /// What is wrong, to follow the name: "must be at least 1".
-    pub problem: String,
-}
-
 impl Config {
-    /// Checks that the limits fit together; the message names the field to change.
-    pub fn validate(&self) -> Result<(), String> {
-        match self.problem() {
-            Some(ConfigProblem { field, problem }) => Err(format!("{field} {problem}")),
-            None => Ok(()),
-        }
+    /// The smallest outgoing queue, in bytes, that holds two of the longest lines
+    /// `max_line` allows, with what goes in front of a message's text.
+    pub fn smallest_outbox_bytes(max_line: usize) -> usize {
+        2 * (max_line + LINE_OVERHEAD)
     }
 
-    /// The first limit that does not work, if any.
-    pub fn problem(&self) -> Option<ConfigProblem> {
-        let found = |field, problem: String| Some(ConfigProblem { field, problem });
-        let longest_line = self.max_line + LINE_OVERHEAD;
-        if self.outbox_max_bytes < 2 * longest_line {
-            return found(
-                "outbox_max_bytes",
-                format!(
-                    "({} bytes, the outgoing queue) must hold at least two of the longest lines \
-                     ({longest_line} bytes each); raise it or lower max_line",
-                    self.outbox_max_bytes
-                ),
-            );
+    /// Checks that the limits work and fit together; the message names the field to change.
+    /// (`chat-server` checks its settings first, to name them as its users wrote them.)
+    pub fn validate(&self) -> Result<(), String> {
+        let smallest_outbox = Self::smallest_outbox_bytes(self.max_line);
+        if self.outbox_max_bytes < smallest_outbox {
+            return Err(format!(
+                "outbox_max_bytes ({} bytes, the outgoing queue) must hold at least two of the \
+                 longest lines ({smallest_outbox} bytes together); raise it or lower max_line",
+                self.outbox_max_bytes
+            ));
         }
         let at_least_one = [
             ("max_line", self.max_line),
@@ -140,7 +126,7 @@ impl Config {
         ];
         for (name, value) in at_least_one {
             if value == 0 {
-                return found(name, "must be at least 1".into());
+                return Err(format!("{name} must be at least 1"));
             }
         }
         let durations = [
@@ -154,7 +140,9 @@ impl Config {
         ];
         for (name, duration) in durations {
             if duration.is_zero() {
-                return found(name, "must be a positive, finite number of seconds".into());
+                return Err(format!(
+                    "{name} must be a positive, finite number of seconds"
+                ));
             }
         }
         let rates = [
@@ -166,10 +154,10 @@ impl Config {
         ];
         for (name, rate) in rates {
             if !(rate.is_finite() && rate > 0.0) {
-                return found(name, "must be a positive number".into());
+                return Err(format!("{name} must be a positive number"));
             }
         }
-        None
+        Ok(())
     }
 }
 

@@ -12,6 +12,13 @@ use common::{run_bounded, Run, ServerFiles, ServerProcess, TestClient};
 
 /// `chat-server check-config ARGS` with only the given `CHAT_*` variables set.
 fn check_config(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run {
+    let mut all = vec!["check-config"];
+    all.extend_from_slice(args);
+    chat_server(&all, env, cwd)
+}
+
+/// `chat-server ARGS` with only the given `CHAT_*` variables set.
+fn chat_server(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
     for (name, _) in std::env::vars() {
         if name.starts_with("CHAT_") {
@@ -20,7 +27,6 @@ fn check_config(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run {
     }
     command
         .current_dir(cwd)
-        .arg("check-config")
         .args(args)
         .envs(env.iter().copied());
     run_bounded(command, None)
@@ -60,6 +66,30 @@ fn flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults() {
     // A relative path in the file is relative to the file's folder.
     let db = dir.path().join("data/chat.db");
     assert_eq!(setting(&run, "db"), format!("{:?}", db.to_str().unwrap()));
+}
+
+#[test]
+fn the_config_file_and_flags_go_before_or_after_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tlschat.toml");
+    std::fs::write(&file, "login_timeout = 5\n").unwrap();
+    let file = file.to_str().unwrap();
+    let before = chat_server(
+        &["--config", file, "--max-line", "3000", "check-config"],
+        &[],
+        dir.path(),
+    );
+    let after = chat_server(
+        &["check-config", "--config", file, "--max-line", "3000"],
+        &[],
+        dir.path(),
+    );
+    for (order, run) in [("before", &before), ("after", &after)] {
+        assert!(run.status.success(), "{order}: {}", run.stderr);
+        assert_eq!(setting(run, "login_timeout"), "5", "{order}: the file");
+        assert_eq!(setting(run, "max_line"), "3000", "{order}: the flag");
+    }
+    assert_eq!(before.stdout, after.stdout);
 }
 
 #[test]
@@ -124,19 +154,24 @@ fn a_bad_value_is_named_as_the_user_gave_it() {
     let file = dir.path().join("tlschat.toml");
     std::fs::write(&file, "flood_rate = 0\nqueue_lines = 0\n").unwrap();
     let config = file.to_str().unwrap();
-    let cases: [Case; 5] = [
+    let in_file = |key: &str| format!("{key} (in {config})");
+    let cases: [Case; 9] = [
+        (&["--queue-lines", "0"], &[], "--queue-lines"),
+        (&[], &[("CHAT_QUEUE_LINES", "0")], "CHAT_QUEUE_LINES"),
         (&["--flood-rate", "0"], &[], "--flood-rate"),
         (&["--flood-rate=0"], &[], "--flood-rate"),
         (&[], &[("CHAT_FLOOD_RATE", "0")], "CHAT_FLOOD_RATE"),
+        (&["--hash-wait", "0"], &[], "--hash-wait"),
+        (&["--queue-bytes", "1000"], &[], "--queue-bytes"),
         (
             &["--config", config, "--queue-lines", "5"],
             &[],
-            "flood_rate",
+            &in_file("flood_rate"),
         ),
         (
             &["--config", config, "--flood-rate", "5"],
             &[],
-            "queue_lines",
+            &in_file("queue_lines"),
         ),
     ];
     for (args, env, name) in cases {
@@ -147,7 +182,7 @@ fn a_bad_value_is_named_as_the_user_gave_it() {
             line.starts_with(&format!("chat-server: invalid configuration: {name} ")),
             "{args:?} {env:?}: {line}"
         );
-        for internal in ["flood_per_second", "outbox_max_lines"] {
+        for internal in ["flood_per_second", "outbox_max_lines", "outbox_max_bytes"] {
             assert!(!line.contains(internal), "{line}");
         }
     }

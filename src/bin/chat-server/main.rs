@@ -25,7 +25,7 @@ use settings::{DurabilityArg, LogFormat, Settings, SettingsArgs};
 
 /// A TLS chat server with password-checked nicknames.
 #[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,7 +37,7 @@ struct Cli {
 enum Command {
     /// Check the settings (flags, environment, config file, defaults) and print those in
     /// effect, as a config file; exits 1 if they would not start a server.
-    CheckConfig(SettingsArgs),
+    CheckConfig,
 }
 
 impl From<DurabilityArg> for Durability {
@@ -56,11 +56,8 @@ async fn main() -> ExitCode {
         tlschat::server::fault::arm();
     }
     let cli = Cli::parse();
-    let (checking, args) = match cli.command {
-        Some(Command::CheckConfig(args)) => (true, args),
-        None => (false, cli.settings),
-    };
-    let settings = match Settings::resolve(args).and_then(|s| check(&s).map(|()| s)) {
+    let checking = matches!(cli.command, Some(Command::CheckConfig));
+    let settings = match Settings::resolve(cli.settings).and_then(|s| check(&s).map(|()| s)) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("chat-server: {}", tlschat::report::chain(&*error));
@@ -91,18 +88,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// What can be known wrong before starting: values out of range, a bad log filter, and a
-/// configured certificate that does not load.
+/// What can be known wrong before starting: values out of range or that do not fit
+/// together, and a configured certificate that does not load.
 fn check(settings: &Settings) -> anyhow::Result<()> {
-    if let Some(found) = config_from(settings).problem() {
-        bail!(
-            "invalid configuration: {} {}",
-            settings.user_name(setting_of(found.field)),
-            found.problem
-        );
-    }
-    EnvFilter::try_new(&settings.log)
-        .map_err(|error| anyhow::anyhow!("bad log filter {:?}: {error}", settings.log))?;
+    settings.check()?;
     if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
         reload::load(cert, key)?;
     }
@@ -223,18 +212,6 @@ fn config_from(args: &Settings) -> Config {
         kept_dms_from_one_sender: args.kept_dms_from_one_sender,
         rooms_created_per_account: args.rooms_created_per_account,
         rooms_joined_per_account: args.rooms_joined_per_account,
-    }
-}
-
-/// The setting a [`Config`] field is made from, where the two names differ.
-fn setting_of(config_field: &'static str) -> &'static str {
-    match config_field {
-        "outbox_max_lines" => "queue_lines",
-        "outbox_max_bytes" => "queue_bytes",
-        "new_per_address_per_second" => "new_per_address_rate",
-        "flood_per_second" => "flood_rate",
-        "login_failure_delay" => "login_failure_delay_ms",
-        same => same,
     }
 }
 
