@@ -629,17 +629,22 @@ fn database_files(db: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-#[test]
-fn chat_admin_creates_the_database_0600_whatever_the_umask() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+/// `chat-admin --create adduser alice` under the common umask 022, which must succeed.
+fn create_with_umask_022(db: &Path) {
     let run = admin_with_umask(
-        &db,
+        db,
         "022",
         &["--create", "adduser", "alice", "--password-stdin"],
         Some("password-one\n"),
     );
     assert_success(&run);
+}
+
+#[test]
+fn chat_admin_creates_the_database_0600_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    create_with_umask_022(&db);
     assert_eq!(mode(&db), 0o600, "it holds password hashes");
 }
 
@@ -652,13 +657,7 @@ fn an_empty_file_made_beforehand_becomes_a_private_database() {
     let db = dir.path().join("chat.db");
     std::fs::write(&db, b"").unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = admin_with_umask(
-        &db,
-        "022",
-        &["--create", "adduser", "alice", "--password-stdin"],
-        Some("password-one\n"),
-    );
-    assert_success(&run);
+    create_with_umask_022(&db);
     for file in database_files(&db).into_iter().filter(|file| file.exists()) {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }

@@ -37,7 +37,7 @@ class Server:
         with open(accounts, "w") as f:
             for nick, password in users.items():
                 f.write(f"{nick} {password}\n")
-        subprocess.run([self.admin, "--db", self.db, "import", accounts],
+        subprocess.run([self.admin, "--db", self.db, "--create", "import", accounts],
                        check=True, capture_output=True)
         self.log = []
         self.proc = subprocess.Popen(

@@ -20,6 +20,7 @@ many connections from one loopback address), and prints its figures.
           prints the longest time a message took to reach bob, and how the listers fared.
 """
 
+import itertools
 import os
 import socket
 import sqlite3
@@ -47,7 +48,7 @@ class Server:
         path = os.path.join(self.dir, "users.txt")
         with open(path, "w") as f:
             f.write(lines)
-        subprocess.run([admin, "--db", self.db, "import", path], check=True,
+        subprocess.run([admin, "--db", self.db, "--create", "import", path], check=True,
                        stdout=subprocess.DEVNULL)
         self.port = None
 
@@ -125,6 +126,24 @@ class Conn:
             pass
 
 
+def flood(server, nick, stop, refused, batch):
+    """Logs in as `nick` and, until `stop`, sends `batch()` lines followed by /help (whose
+    answer marks the end of the batch), counting `ERR limit-reached` answers in refused[0]."""
+    conn = server.connect(nick)
+    conn.expect("INFO ")
+    while time.time() < stop:
+        conn.send_many(batch() + ["/help"])
+        while True:
+            line = conn.expect("")
+            if line is None:
+                return
+            if line.startswith("ERR limit-reached"):
+                refused[0] += 1
+            if line.startswith("INFO Commands:"):
+                break
+    conn.close()
+
+
 def dm(server, seconds):
     server.start()
     text = "x" * 4000
@@ -132,19 +151,7 @@ def dm(server, seconds):
     refused = [0]
 
     def attack():
-        conn = server.connect("mallory")
-        conn.expect("INFO ")
-        while time.time() < stop:
-            conn.send_many([f"/msg bob {text}"] * 10 + ["/help"])
-            while True:
-                line = conn.expect("")
-                if line is None:
-                    return
-                if line.startswith("ERR limit-reached"):
-                    refused[0] += 1
-                if line.startswith("INFO Commands:"):
-                    break
-        conn.close()
+        flood(server, "mallory", stop, refused, lambda: [f"/msg bob {text}"] * 10)
 
     threads = [threading.Thread(target=attack) for _ in range(4)]
     for t in threads:
@@ -198,22 +205,9 @@ def rooms(server, seconds):
     refused = [0]
 
     def create(nick):
-        conn = server.connect(nick)
-        conn.expect("INFO ")
-        n = 0
-        while time.time() < stop:
-            names = [f"#{nick}-{n + i}" for i in range(20)]
-            n += 20
-            conn.send_many([f"/join {r}" for r in names] + ["/help"])
-            while True:
-                line = conn.expect("")
-                if line is None:
-                    return
-                if line.startswith("ERR limit-reached"):
-                    refused[0] += 1
-                if line.startswith("INFO Commands:"):
-                    break
-        conn.close()
+        rooms = itertools.count()
+        flood(server, nick, stop, refused,
+              lambda: [f"/join #{nick}-{next(rooms)}" for _ in range(20)])
 
     threads = [threading.Thread(target=create, args=(n,)) for n in ("mallory", "trudy")]
     for t in threads:
